@@ -1,0 +1,46 @@
+"""maelib: Masked Autoencoders to learn, teach and analyse.
+
+    import maelib
+    model = maelib.create_model("mae_vit_mini_patch4_28")
+    loss, pred, mask = model(images)             # images: (N, 1, 28, 28)
+"""
+
+from .attention import attention_weights, capture_attention
+from .checkpoint import load_model, load_official, load_weights, read_state_dict, save_model
+from .convert import from_hf, to_hf, to_timm_vit
+from .masking import MASKING, block_noise, grid_noise, random_masking, random_noise
+from .model import MAEConfig, MaskedAutoencoder
+from .patches import normalize_patches, patch_stats, patchify, unpatchify
+from .pos_embed import resize_pos_embed, sincos_2d
+from .registry import create_model, list_models, model_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAEConfig",
+    "MASKING",
+    "MaskedAutoencoder",
+    "attention_weights",
+    "block_noise",
+    "capture_attention",
+    "create_model",
+    "from_hf",
+    "grid_noise",
+    "list_models",
+    "load_model",
+    "load_official",
+    "load_weights",
+    "model_config",
+    "normalize_patches",
+    "patch_stats",
+    "patchify",
+    "random_masking",
+    "random_noise",
+    "read_state_dict",
+    "resize_pos_embed",
+    "save_model",
+    "sincos_2d",
+    "to_hf",
+    "to_timm_vit",
+    "unpatchify",
+]

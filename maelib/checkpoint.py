@@ -1,0 +1,174 @@
+"""Reading and writing weights, never unpickling code.
+
+- maelib's own format: safetensors with the model's config in the metadata (`save_model` / `load_model`).
+- The official facebookresearch/mae `.pth` files (`load_official`): full, or encoder only.
+- Lightning checkpoints written by maelib's training modules (weights under "state_dict", prefix "model.").
+- Hugging Face and timm conversions live in `convert.py`.
+
+Every `.pth`/`.ckpt` goes through `torch.load(weights_only=True)`; a file that needs arbitrary code to
+unpickle is refused with an explanation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .model import MAEConfig, MaskedAutoencoder
+from .pos_embed import resize_pos_embed
+from .registry import create_model
+
+ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "encoder_mask_token", "blocks.", "norm.")
+POS_EMBED_KEYS = ("pos_embed", "decoder_pos_embed")
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call write(tmp_path) then rename onto `path`, so a crash mid-write never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load tensors (and safetensors metadata) from .safetensors, .pth or .ckpt without running code.
+
+    Unwraps the usual containers: {"model": ...} (official MAE), {"state_dict": ...} (Lightning, whose
+    "model." prefix is removed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            return load_file(str(path)), metadata
+        except SafetensorError as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({e}); was it truncated?") from e
+    try:
+        # Checkpoints written by the official training script also pickle its argparse Namespace ("args"):
+        # a plain attribute container, allowed here; anything else that is not a tensor or container is refused.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"refused to load {path}: it holds Python objects beyond tensors, and unpickling them could run "
+            f"arbitrary code. maelib loads weights only. If you trust the file's source, re-save just its "
+            f"state dict (torch.save(state_dict, ...)) or convert it to safetensors. Details: {e}"
+        ) from e
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"could not read {path} as a PyTorch checkpoint ({e}); is it complete?") from e
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = {k.removeprefix("model."): v for k, v in obj["state_dict"].items()}
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not contain a state dict of tensors")
+    return obj, {}
+
+
+def load_weights(
+    model: MaskedAutoencoder,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    resize_pos: bool = True,
+    ignore: tuple[str, ...] = (),
+) -> MaskedAutoencoder:
+    """Strictly load official-named weights into `model`, with one error naming every problem.
+
+    - an encoder-only state dict (no decoder keys) leaves the decoder as initialised, with a warning;
+    - position embeddings of another grid are resized bicubically when `resize_pos` (else an error);
+    - keys starting with any prefix in `ignore` are dropped (e.g. ("head.", "fc_norm.") of fine-tuned files).
+    """
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(tuple(ignore))}
+    expected = model.state_dict()
+    for key in POS_EMBED_KEYS:
+        if key in state_dict and key in expected and state_dict[key].shape != expected[key].shape:
+            src, dst = state_dict[key].shape, expected[key].shape
+            if resize_pos and src[-1] == dst[-1]:
+                state_dict[key] = resize_pos_embed(state_dict[key], model.config.grid_size)
+            elif src[-1] == dst[-1]:
+                raise ValueError(f"{key} is {tuple(src)} but the model needs {tuple(dst)}; pass resize_pos=True")
+
+    encoder_only = not any(not k.startswith(ENCODER_PREFIXES) for k in state_dict)
+    missing = [k for k in expected if k not in state_dict and not (encoder_only and not k.startswith(ENCODER_PREFIXES))]
+    unexpected = [k for k in state_dict if k not in expected]
+    mis_shaped = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in state_dict
+        if k in expected and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        lines = [f"the checkpoint does not fit this model ({_describe(model.config)}):"]
+        for title, keys in [("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)]:
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                lines.append(f"  {title} keys: {shown}")
+        lines.append(
+            "  Build the model that matches the file (another name in maelib.list_models(), or overrides such as "
+            "img_size/in_chans/depth); drop extra keys with ignore=('head.', 'fc_norm.')."
+        )
+        raise ValueError("\n".join(lines))
+    if encoder_only:
+        warnings.warn("encoder-only checkpoint: the decoder keeps its fresh initialisation", stacklevel=2)
+    model.load_state_dict(state_dict, strict=not encoder_only)
+    return model
+
+
+def _describe(c: MAEConfig) -> str:
+    return (
+        f"img_size={c.img_size}, patch_size={c.patch_size}, in_chans={c.in_chans}, "
+        f"encoder {c.embed_dim}x{c.depth}, decoder {c.decoder_embed_dim}x{c.decoder_depth}"
+    )
+
+
+def load_official(
+    path: str | os.PathLike, model: str | MaskedAutoencoder = "mae_vit_large_patch16", **overrides
+) -> MaskedAutoencoder:
+    """Load an official facebookresearch/mae checkpoint (`{"model": state_dict}`) into a named or given model.
+
+        model = load_official("mae_visualize_vit_large.pth", "mae_vit_large_patch16")
+        model = load_official("mae_pretrain_vit_base.pth", "mae_vit_base_patch16")  # encoder only
+    """
+    state_dict, _ = read_state_dict(path)
+    if isinstance(model, str):
+        model = create_model(model, **overrides)
+    return load_weights(model, state_dict, resize_pos=True)
+
+
+def save_model(model: MaskedAutoencoder, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write weights and config to one .safetensors file (atomically); `load_model` rebuilds the model from it."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": "maelib", "config": json.dumps(model.config.to_dict()), **(metadata or {})}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_model(path: str | os.PathLike, **overrides) -> MaskedAutoencoder:
+    """Rebuild a MaskedAutoencoder from a maelib .safetensors file (config overrides, e.g. img_size, allowed)."""
+    state_dict, metadata = read_state_dict(path)
+    if "config" not in metadata:
+        raise ValueError(
+            f"{path} has no maelib config in its metadata; for official or other weights use "
+            "load_official(path, model_name) or load_weights(model, state_dict)"
+        )
+    config = MAEConfig.from_dict({**json.loads(metadata["config"]), **overrides})
+    return load_weights(MaskedAutoencoder(config), state_dict)

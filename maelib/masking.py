@@ -1,0 +1,117 @@
+"""Masking: which patches the encoder sees (pure functions).
+
+Every strategy is written as a *noise* generator: a score per patch, lowest scores kept. One function,
+`random_masking`, turns any noise into the kept tokens, the binary mask and `ids_restore`, so every
+strategy keeps exactly the same number of patches per image and batches stay rectangular.
+
+    noise = MASKING["block"](batch, grid_size, mask_ratio, device=x.device)  # (N, L)
+    x_kept, mask, ids_restore = random_masking(x, mask_ratio, noise)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+NoiseFn = Callable[..., torch.Tensor]
+
+
+def check_mask_ratio(mask_ratio: float) -> float:
+    """Masking needs at least one visible patch: the ratio must lie in [0, 1)."""
+    if not isinstance(mask_ratio, (int, float)) or not 0.0 <= float(mask_ratio) < 1.0:
+        raise ValueError(
+            f"mask_ratio must be a number in [0, 1), got {mask_ratio!r}: "
+            "0 shows the encoder every patch, 0.75 is the paper's default"
+        )
+    return float(mask_ratio)
+
+
+def num_kept(num_patches: int, mask_ratio: float) -> int:
+    """How many of `num_patches` stay visible (at least one), as in the paper's code: int(L * (1 - ratio))."""
+    return max(1, int(num_patches * (1 - mask_ratio)))
+
+
+def random_masking(
+    x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep the patches with the lowest noise, per sample.
+
+    x: (N, L, D) patch tokens; noise: (N, L), uniform [0, 1) if None.
+    Returns x_kept: (N, L_keep, D), mask: (N, L) with 0 = kept and 1 = removed, ids_restore: (N, L)
+    such that gathering [kept tokens, mask tokens] with ids_restore puts every token back in place.
+    """
+    n, num_patches, dim = x.shape
+    len_keep = num_kept(num_patches, mask_ratio)
+    if noise is None:
+        noise = torch.rand(n, num_patches, device=x.device)
+    elif noise.shape != (n, num_patches):
+        raise ValueError(f"noise must have shape {(n, num_patches)} (batch, patches), got {tuple(noise.shape)}")
+
+    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: the first len_keep are kept
+    ids_restore = torch.argsort(ids_shuffle, dim=1)  # position of each patch in the shuffled order
+    ids_keep = ids_shuffle[:, :len_keep]  # (N, L_keep)
+    x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))  # (N, L_keep, D)
+    mask = (ids_restore >= len_keep).to(x.dtype)  # (N, L): 1 where the patch was shuffled past len_keep
+    return x_kept, mask, ids_restore
+
+
+def random_noise(
+    batch: int, grid_size: int, mask_ratio: float, *, device=None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The paper's default: every patch equally likely to be hidden, independently per image. -> (N, L)"""
+    return torch.rand(batch, grid_size * grid_size, device=device, generator=generator)
+
+
+def block_noise(
+    batch: int,
+    grid_size: int,
+    mask_ratio: float,
+    *,
+    device=None,
+    generator: torch.Generator | None = None,
+    min_block: int = 4,
+    min_aspect: float = 0.3,
+) -> torch.Tensor:
+    """Block-wise masking as in BEiT: hide random rectangles until the target count is covered. -> (N, L)
+
+    Hidden patches get noise in [1, 2) and visible ones [0, 1), so `random_masking` keeps the visible ones;
+    when the blocks overshoot, a random subset of the hidden ones is shown again to keep the count exact.
+    """
+    num_patches = grid_size * grid_size
+    target = num_patches - num_kept(num_patches, mask_ratio)
+    hidden = torch.zeros(batch, grid_size, grid_size, dtype=torch.bool)
+    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+    for i in range(batch):
+        tries = 0
+        while int(hidden[i].sum()) < target and tries < 100 * num_patches:
+            tries += 1
+            area = min_block + (target - min_block) * torch.rand(1, generator=generator).item()
+            aspect = math.exp(log_aspect[0] + (log_aspect[1] - log_aspect[0]) * torch.rand(1, generator=generator).item())
+            h = int(round(math.sqrt(area * aspect)))
+            w = int(round(math.sqrt(area / aspect)))
+            if not (1 <= h <= grid_size and 1 <= w <= grid_size):
+                continue
+            top = int(torch.randint(0, grid_size - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, grid_size - w + 1, (1,), generator=generator))
+            hidden[i, top : top + h, left : left + w] = True
+    noise = torch.rand(batch, num_patches, generator=generator) + hidden.flatten(1).float()
+    return noise.to(device)
+
+
+def grid_noise(
+    batch: int, grid_size: int, mask_ratio: float, *, device=None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Regular grid masking: keep one patch of every s x s cell (s = 2 at 75%), hide the rest. -> (N, L)
+
+    When the grid does not give the exact count, the difference is made up at random.
+    """
+    stride = max(1, round((1 / (1 - mask_ratio)) ** 0.5))
+    rows = torch.arange(grid_size)
+    on_grid = ((rows[:, None] % stride == 0) & (rows[None, :] % stride == 0)).flatten()  # (L,)
+    noise = torch.rand(batch, grid_size * grid_size, generator=generator) + (~on_grid).float()
+    return noise.to(device)
+
+
+MASKING: dict[str, NoiseFn] = {"random": random_noise, "block": block_noise, "grid": grid_noise}

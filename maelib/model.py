@@ -1,0 +1,277 @@
+"""The Masked Autoencoder (He et al., 2021): a ViT encoder on the visible patches, a light decoder on all.
+
+The forward pass is split as in the paper's code, each step readable on its own:
+
+    imgs (N, C, H, W)
+      -> forward_encoder: patch embed + fixed sin-cos positions, mask, keep visible, ViT blocks
+         -> latent (N, 1 + L_keep, D), mask (N, L), ids_restore (N, L)
+      -> forward_decoder: project, append mask tokens, unshuffle, positions, blocks, predict pixels
+         -> pred (N, L, p*p*C)
+      -> forward_loss: MSE against (optionally per-patch normalised) pixels, on masked patches only
+
+Parameter names are the official ones (`patch_embed.proj`, `blocks.N.attn.qkv`, `decoder_pred`, ...), so the
+official checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+
+from .masking import MASKING, check_mask_ratio, random_masking
+from .patches import check_image_size, normalize_patches, patch_stats, patchify, unpatchify
+from .pos_embed import sincos_2d
+
+
+@dataclass
+class MAEConfig:
+    """Everything needed to rebuild a model; stored in maelib checkpoints."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6  # the paper's code; Hugging Face configs default to 1e-12
+    norm_pix_loss: bool = False  # predict per-patch normalised pixels (the paper's best setting)
+    mask_ratio: float = 0.75  # default for forward(); can be overridden per call
+    masking: str = "random"  # "random" (paper), "block" (BEiT-style) or "grid"
+    encoder_mask_tokens: bool = False  # ablation: encoder sees mask tokens in place of removed patches
+
+    def __post_init__(self) -> None:
+        check_image_size(self.img_size, self.patch_size)
+        check_mask_ratio(self.mask_ratio)
+        if self.masking not in MASKING:
+            raise ValueError(f"masking must be one of {sorted(MASKING)}, got {self.masking!r}")
+        for dim, heads, what in [
+            (self.embed_dim, self.num_heads, "embed_dim/num_heads"),
+            (self.decoder_embed_dim, self.decoder_num_heads, "decoder_embed_dim/decoder_num_heads"),
+        ]:
+            if dim % heads:
+                raise ValueError(f"{what}: {dim} is not divisible by {heads} heads")
+            if dim % 4:
+                raise ValueError(f"{what}: width {dim} must be a multiple of 4 for 2-D sin-cos positions")
+
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size**2 * self.in_chans
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown MAEConfig fields {unknown}; valid fields are {sorted(known)}")
+        return cls(**d)
+
+
+class MaskedAutoencoder(nn.Module):
+    """MAE with a ViT encoder (timm Blocks, fused attention) and a lightweight Transformer decoder."""
+
+    def __init__(self, config: MAEConfig | None = None, **overrides) -> None:
+        super().__init__()
+        config = MAEConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
+        self.config = c = config
+        norm_layer = partial(nn.LayerNorm, eps=c.norm_eps)
+
+        # --- encoder ---
+        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.register_buffer("pos_embed", sincos_2d(c.embed_dim, c.grid_size), persistent=True)  # (1, 1+L, D)
+        if c.encoder_mask_tokens:
+            self.encoder_mask_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=c.qkv_bias, norm_layer=norm_layer) for _ in range(c.depth)
+        )
+        self.norm = norm_layer(c.embed_dim)
+
+        # --- decoder ---
+        self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
+        self.register_buffer("decoder_pos_embed", sincos_2d(c.decoder_embed_dim, c.grid_size), persistent=True)
+        self.decoder_blocks = nn.ModuleList(
+            Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, qkv_bias=c.qkv_bias, norm_layer=norm_layer)
+            for _ in range(c.decoder_depth)
+        )
+        self.decoder_norm = norm_layer(c.decoder_embed_dim)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+
+        self.initialize_weights()
+
+    # ------------------------------------------------------------------ init
+    def initialize_weights(self) -> None:
+        """The paper's initialisation: xavier-uniform linears (and patch projection), N(0, 0.02) tokens."""
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        if self.config.encoder_mask_tokens:
+            nn.init.normal_(self.encoder_mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that AdamW should not decay (norms and biases are excluded by shape elsewhere)."""
+        return {"cls_token", "mask_token", "encoder_mask_token", "pos_embed", "decoder_pos_embed"}
+
+    # ------------------------------------------------------------------ helpers
+    def check_images(self, imgs: torch.Tensor) -> None:
+        c = self.config
+        if imgs.ndim != 4:
+            raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(imgs.shape)}")
+        if imgs.shape[1] != c.in_chans:
+            raise ValueError(
+                f"images have {imgs.shape[1]} channels but the model expects {c.in_chans}: convert them "
+                f"(e.g. repeat a greyscale channel 3 times) or build the model with in_chans={imgs.shape[1]}"
+            )
+        if tuple(imgs.shape[2:]) != (c.img_size, c.img_size):
+            raise ValueError(
+                f"images are {imgs.shape[2]}x{imgs.shape[3]} but the model expects {c.img_size}x{c.img_size}: "
+                f"resize them, or build/load the model with img_size={imgs.shape[2]} (position embeddings are resized)"
+            )
+
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs: (N, C, H, W) -> (N, L, p*p*C)"""
+        return patchify(imgs, self.config.patch_size)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, L, p*p*C) -> imgs: (N, C, H, W)"""
+        return unpatchify(x, self.config.patch_size, self.config.in_chans)
+
+    def make_noise(self, batch: int, mask_ratio: float, device=None) -> torch.Tensor:
+        """Per-patch noise from the configured masking strategy; lowest noise is kept. -> (N, L)"""
+        return MASKING[self.config.masking](batch, self.config.grid_size, mask_ratio, device=device)
+
+    def _blocks_and_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepend the cls token and run the encoder blocks. x: (N, T, D) -> (N, 1+T, D)"""
+        cls_tokens = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)  # (N, 1, D)
+        x = torch.cat([cls_tokens, x], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    # ------------------------------------------------------------------ the MAE
+    def forward_encoder(
+        self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """imgs: (N, C, H, W) -> latent (N, 1+L_keep, D), mask (N, L) 1 = removed, ids_restore (N, L)"""
+        x = self.patch_embed(imgs) + self.pos_embed[:, 1:]  # (N, L, D)
+        if noise is None:
+            noise = self.make_noise(x.shape[0], mask_ratio, x.device)
+        if self.config.encoder_mask_tokens:
+            # Ablation "encoder with [M]": every position goes through the encoder, removed ones as a token.
+            _, mask, ids_restore = random_masking(x, mask_ratio, noise)
+            m = mask.unsqueeze(-1)  # (N, L, 1)
+            x = x * (1 - m) + (self.encoder_mask_token + self.pos_embed[:, 1:]) * m  # (N, L, D)
+        else:
+            x, mask, ids_restore = random_masking(x, mask_ratio, noise)  # (N, L_keep, D)
+        return self._blocks_and_norm(x), mask, ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """latent: (N, 1+L_keep, D), ids_restore: (N, L) -> pred (N, L, p*p*C) for every patch."""
+        x = self.decoder_embed(latent)  # (N, 1+L_keep, Dd)
+        if not self.config.encoder_mask_tokens:
+            n, num_patches, dim = x.shape[0], ids_restore.shape[1], x.shape[2]
+            mask_tokens = self.mask_token.expand(n, num_patches + 1 - x.shape[1], -1)  # (N, L - L_keep, Dd)
+            x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # (N, L, Dd) in shuffled order
+            x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # unshuffle
+            x = torch.cat([x[:, :1], x_], dim=1)  # (N, 1+L, Dd)
+        x = x + self.decoder_pos_embed
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        x = self.decoder_norm(x)
+        return self.decoder_pred(x)[:, 1:]  # drop the cls token -> (N, L, p*p*C)
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """imgs: (N, C, H, W), pred: (N, L, p*p*C), mask: (N, L) -> mean squared error over masked patches.
+
+        With no masked patch at all (mask ratio 0) there is nothing to score and the loss is 0.
+        """
+        target = self.patchify(imgs)
+        if self.config.norm_pix_loss:
+            target = normalize_patches(target)
+        loss = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (N, L) per-patch MSE
+        return (loss * mask).sum() / mask.sum().clamp_min(1)
+
+    def forward(
+        self, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """imgs: (N, C, H, W) -> loss (scalar), pred (N, L, p*p*C), mask (N, L) with 1 = removed.
+
+        mask_ratio defaults to the config's (0.75); `noise` (N, L) fixes the mask (lowest noise kept).
+        """
+        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
+        self.check_images(imgs)
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
+        pred = self.forward_decoder(latent, ids_restore)
+        loss = self.forward_loss(imgs, pred, mask)
+        return loss, pred, mask
+
+    # ------------------------------------------------------------------ for teaching and analysis
+    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Encoder on the whole image, no masking, patches in order. imgs -> (N, 1+L, D), cls token first."""
+        self.check_images(imgs)
+        return self._blocks_and_norm(self.patch_embed(imgs) + self.pos_embed[:, 1:])
+
+    def features(self, imgs: torch.Tensor, pool: str = "cls") -> torch.Tensor:
+        """One vector per image from the unmasked encoder: pool="cls" (paper's probe) or "mean" of patches. -> (N, D)"""
+        tokens = self.forward_features(imgs)
+        if pool == "cls":
+            return tokens[:, 0]
+        if pool == "mean":
+            return tokens[:, 1:].mean(dim=1)
+        raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+
+    def pred_to_images(self, pred: torch.Tensor, imgs: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions (N, L, p*p*C) -> images (N, C, H, W), in the same pixel space as `imgs`.
+
+        A norm_pix_loss model predicts each patch with mean 0 and variance 1. To show it as an image, pass
+        the original `imgs`: the predictions are scaled back with each true patch's mean and std. Note this
+        leaks the hidden patches' mean colour and contrast into the picture; the shapes and texture are the
+        model's own. Without `imgs` a norm_pix prediction is returned as it is (normalised).
+        """
+        if self.config.norm_pix_loss and imgs is not None:
+            mean, std = patch_stats(self.patchify(imgs))
+            pred = pred * std + mean
+        return self.unpatchify(pred)
+
+    def paste_visible(self, imgs: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Reconstruction with the visible patches replaced by the input's. All images (N, C, H, W); mask (N, L)."""
+        m = self.unpatchify(mask.unsqueeze(-1).expand(-1, -1, self.config.patch_dim).to(imgs.dtype))  # 1 = hidden
+        return imgs * (1 - m) + recon * m
+
+    def num_params(self, part: str = "all") -> int:
+        """Parameter count of "encoder", "decoder" or "all"."""
+        enc = ("patch_embed", "cls_token", "encoder_mask_token", "blocks", "norm")
+        counts = {"encoder": 0, "decoder": 0}
+        for name, p in self.named_parameters():
+            counts["encoder" if name.split(".")[0] in enc else "decoder"] += p.numel()
+        return sum(counts.values()) if part == "all" else counts[part]

@@ -1,0 +1,60 @@
+"""Images <-> sequences of flattened patches (pure functions).
+
+The layout inside a patch is (row, column, channel), channel last, exactly as in the official
+MAE code and Hugging Face's ViTMAE, so that predictions and targets line up with theirs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_image_size(img_size: int, patch_size: int) -> int:
+    """Return the number of patches per side; raise a clear error when the size does not tile."""
+    if img_size % patch_size != 0:
+        raise ValueError(
+            f"image side {img_size} is not a multiple of the patch size {patch_size}: "
+            f"resize or crop images to a multiple of {patch_size} (for example {img_size // patch_size * patch_size})"
+        )
+    return img_size // patch_size
+
+
+def patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """imgs: (N, C, H, W), square, H a multiple of patch_size -> patches: (N, L, p*p*C), L = (H/p)**2."""
+    if imgs.ndim != 4 or imgs.shape[2] != imgs.shape[3]:
+        raise ValueError(f"expected square images of shape (N, C, H, H), got {tuple(imgs.shape)}")
+    n, c, side, _ = imgs.shape
+    h = check_image_size(side, patch_size)
+    x = imgs.reshape(n, c, h, patch_size, h, patch_size)  # (N, C, h, p, w, q)
+    x = torch.einsum("nchpwq->nhwpqc", x)  # (N, h, w, p, q, C)
+    return x.reshape(n, h * h, patch_size * patch_size * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, in_chans: int) -> torch.Tensor:
+    """patches: (N, L, p*p*C) -> imgs: (N, C, H, W) with H = W = sqrt(L) * p."""
+    n, num_patches, dim = patches.shape
+    h = int(round(num_patches**0.5))
+    if h * h != num_patches or dim != patch_size * patch_size * in_chans:
+        raise ValueError(
+            f"cannot unpatchify {tuple(patches.shape)} with patch_size={patch_size}, in_chans={in_chans}: "
+            f"need a square number of patches of size {patch_size * patch_size * in_chans}"
+        )
+    x = patches.reshape(n, h, h, patch_size, patch_size, in_chans)  # (N, h, w, p, q, C)
+    x = torch.einsum("nhwpqc->nchpwq", x)  # (N, C, h, p, w, q)
+    return x.reshape(n, in_chans, h * patch_size, h * patch_size)
+
+
+def patch_stats(patches: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch mean and std used by norm_pix_loss. patches: (N, L, D) -> mean, std: (N, L, 1).
+
+    The variance is the unbiased one and eps is added before the square root, as in the paper's code.
+    """
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return mean, (var + eps) ** 0.5
+
+
+def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The norm_pix_loss target: each patch shifted to mean 0 and scaled to variance ~1. (N, L, D) -> (N, L, D)."""
+    mean, std = patch_stats(patches, eps)
+    return (patches - mean) / std
