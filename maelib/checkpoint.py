@@ -77,13 +77,16 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         ) from e
     except (RuntimeError, EOFError) as e:
         raise ValueError(f"could not read {path} as a PyTorch checkpoint ({e}); is it complete?") from e
+    metadata = {}
+    if isinstance(obj, dict) and isinstance(obj.get("maelib_config"), dict):  # written by maelib's Lightning modules
+        metadata["config"] = json.dumps(obj["maelib_config"])
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = {k.removeprefix("model."): v for k, v in obj["state_dict"].items()}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not contain a state dict of tensors")
-    return obj, {}
+    return obj, metadata
 
 
 def load_weights(
@@ -162,13 +165,18 @@ def save_model(model: MaskedAutoencoder, path: str | os.PathLike, metadata: dict
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def load_model(path: str | os.PathLike, **overrides) -> MaskedAutoencoder:
-    """Rebuild a MaskedAutoencoder from a maelib .safetensors file (config overrides, e.g. img_size, allowed)."""
+def load_model(path: str | os.PathLike, arch: str | None = None, **overrides) -> MaskedAutoencoder:
+    """Rebuild a MaskedAutoencoder from a file: maelib's .safetensors or a maelib Lightning .ckpt carry their
+    config; for other files (official .pth, bare state dicts) name the architecture with `arch`.
+    Config fields can be overridden, e.g. img_size=56 (position embeddings are resized)."""
     state_dict, metadata = read_state_dict(path)
-    if "config" not in metadata:
+    if "config" in metadata:
+        model = MaskedAutoencoder(MAEConfig.from_dict({**json.loads(metadata["config"]), **overrides}))
+    elif arch is not None:
+        model = create_model(arch, **overrides)
+    else:
         raise ValueError(
-            f"{path} has no maelib config in its metadata; for official or other weights use "
-            "load_official(path, model_name) or load_weights(model, state_dict)"
+            f"{path} has no maelib config in it: name its architecture, e.g. load_model(path, arch="
+            "'mae_vit_base_patch16') or load_official(path, 'mae_vit_base_patch16')"
         )
-    config = MAEConfig.from_dict({**json.loads(metadata["config"]), **overrides})
-    return load_weights(MaskedAutoencoder(config), state_dict)
+    return load_weights(model, state_dict)

@@ -61,7 +61,9 @@ def random_noise(
     batch: int, grid_size: int, mask_ratio: float, *, device=None, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """The paper's default: every patch equally likely to be hidden, independently per image. -> (N, L)"""
-    return torch.rand(batch, grid_size * grid_size, device=device, generator=generator)
+    if generator is None:
+        return torch.rand(batch, grid_size * grid_size, device=device)
+    return torch.rand(batch, grid_size * grid_size, generator=generator).to(device)  # a seeded (CPU) generator
 
 
 def block_noise(

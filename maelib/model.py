@@ -166,9 +166,11 @@ class MaskedAutoencoder(nn.Module):
         """x: (N, L, p*p*C) -> imgs: (N, C, H, W)"""
         return unpatchify(x, self.config.patch_size, self.config.in_chans)
 
-    def make_noise(self, batch: int, mask_ratio: float, device=None) -> torch.Tensor:
+    def make_noise(
+        self, batch: int, mask_ratio: float, device=None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Per-patch noise from the configured masking strategy; lowest noise is kept. -> (N, L)"""
-        return MASKING[self.config.masking](batch, self.config.grid_size, mask_ratio, device=device)
+        return MASKING[self.config.masking](batch, self.config.grid_size, mask_ratio, device=device, generator=generator)
 
     def _blocks_and_norm(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend the cls token and run the encoder blocks. x: (N, T, D) -> (N, 1+T, D)"""

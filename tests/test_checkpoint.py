@@ -99,7 +99,7 @@ def test_load_model_explains_foreign_files(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
-    with pytest.raises(ValueError, match="no maelib config"):
+    with pytest.raises(ValueError, match="no maelib config in it: name its architecture"):
         load_model(tmp_path / "x.safetensors")
     (tmp_path / "cut.safetensors").write_bytes((tmp_path / "x.safetensors").read_bytes()[:20])
     with pytest.raises(ValueError, match="truncated"):

@@ -1,0 +1,101 @@
+# maelib: one entry point for people and CI.
+#
+#   make run     install everything (first time only), get Fashion-MNIST, run the demo
+#   make test    install everything (first time only), get Fashion-MNIST, run the tests
+#   make lab     JupyterLab on notebooks/
+#
+# Everything is installed into ./.venv; nothing outside it is touched, except that
+# `make data` installs the Debian package dataset-fashion-mnist when run as root.
+
+SHELL := /bin/bash
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+EXTRAS      ?= test
+STAMP       := $(VENV)/.installed
+PIP_FLAGS   ?= $(if $(CI),--progress-bar off,)
+PYTEST_ARGS ?=
+RUN_CMD     ?= $(PY) -m maelib.demo
+LAB_ARGS    ?=
+# JupyterLab refuses to start as root without --allow-root (containers, CI machines).
+LAB_ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
+FASHION_MNIST_FILES   := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
+                         t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install data test run lab clean distclean
+
+help:
+	@echo "make run        install (first time), fetch data, run the demo"
+	@echo "make test       install (first time), fetch data, run the test suite"
+	@echo "make lab        start JupyterLab in notebooks/"
+	@echo "make install    create $(VENV) and pip install -e '.[$(EXTRAS)]'"
+	@echo "make data       install Fashion-MNIST (Debian package) if it is missing"
+	@echo "make clean      remove runs/ and caches (keeps $(VENV))"
+	@echo "make distclean  clean, and remove $(VENV) too"
+
+venv: $(PY)
+
+$(PY):
+	@echo ">> creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "maelib needs Python >= 3.10, $(PYTHON) is " + sys.version.split()[0] + "; run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+
+install: $(STAMP)
+
+# Re-runs pip only when pyproject.toml changes (or the venv was created anew).
+# The torch / torchvision versions come from the ranges in pyproject.toml.
+$(STAMP): pyproject.toml | $(PY)
+	@echo ">> installing maelib[$(EXTRAS)] into $(VENV) (the first time takes a few minutes)"
+	$(PIP) install $(PIP_FLAGS) -e ".[$(EXTRAS)]"
+	@$(PY) -c 'import torch, torchvision, timm, lightning; print(">> torch", torch.__version__, "| torchvision", torchvision.__version__, "| timm", timm.__version__, "| lightning", lightning.__version__, "| cuda:", torch.cuda.is_available())'
+	@touch $@
+
+data:
+	@set -u; \
+	have() { for f in $(FASHION_MNIST_FILES); do [ -f "$$1/$$f" ] || return 1; done; }; \
+	if [ -n "$${MAELIB_FASHION_MNIST:-}" ] && have "$$MAELIB_FASHION_MNIST"; then \
+		echo ">> Fashion-MNIST: using MAELIB_FASHION_MNIST=$$MAELIB_FASHION_MNIST"; exit 0; \
+	fi; \
+	if have "$(FASHION_MNIST_DEB_DIR)"; then \
+		echo ">> Fashion-MNIST: found in $(FASHION_MNIST_DEB_DIR)"; exit 0; \
+	fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo ">> Fashion-MNIST: installing the Debian package dataset-fashion-mnist"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		if apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null && have "$(FASHION_MNIST_DEB_DIR)"; then \
+			echo ">> Fashion-MNIST: installed in $(FASHION_MNIST_DEB_DIR)"; exit 0; \
+		fi; \
+		echo ">> Fashion-MNIST: apt-get could not install dataset-fashion-mnist"; \
+	fi; \
+	echo ">> Fashion-MNIST was not found. To provide it, do one of:"; \
+	echo "     - on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist  (files go to $(FASHION_MNIST_DEB_DIR))"; \
+	echo "     - set MAELIB_FASHION_MNIST to a folder holding the 4 IDX files:"; \
+	echo "         $(FASHION_MNIST_FILES)"; \
+	echo "     - or, with internet access, let torchvision download it the first time it is needed."; \
+	echo ">> continuing without it"
+
+test: install data
+	@echo ">> running the tests"
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: install data
+	@echo ">> running: $(RUN_CMD)"
+	$(RUN_CMD)
+
+lab: install
+	@echo ">> starting JupyterLab in notebooks/ (Ctrl-C to stop)"
+	$(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)/notebooks" $(LAB_ROOT) $(LAB_ARGS)
+
+clean:
+	@echo ">> removing runs/ and caches"
+	rm -rf runs lightning_logs .pytest_cache .hypothesis .ruff_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print0 | xargs -0 -r rm -rf
+
+distclean: clean
+	@echo ">> removing $(VENV)"
+	rm -rf $(VENV)

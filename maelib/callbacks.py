@@ -1,0 +1,77 @@
+"""Callbacks that let people watch pretraining work: an online k-NN accuracy and reconstruction figures."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from .evaluate import extract_features, knn_accuracy
+
+
+def first_samples(loader, n: int):
+    """The first batches of `loader` covering about n samples (all of it if n is None)."""
+    if n is None:
+        return loader
+    return itertools.islice(loader, math.ceil(n / loader.batch_size))
+
+
+class KNNMonitor(L.Callback):
+    """Log `knn/acc`: weighted k-NN accuracy of the frozen encoder on held-out labelled data, every few epochs.
+
+    Uses the datamodule's labelled (un-augmented) training images as the memory bank and its validation
+    images as queries. Every process computes the same number, so it works unchanged under DDP and FSDP.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        train_samples: int | None = 5000,
+        val_samples: int | None = 2000,
+        k: int = 20,
+        temperature: float = 0.07,
+        pool: str = "cls",
+    ) -> None:
+        self.every_n_epochs, self.train_samples, self.val_samples = every_n_epochs, train_samples, val_samples
+        self.k, self.temperature, self.pool = k, temperature, pool
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        dm = trainer.datamodule
+        model = pl_module.model
+        bank = extract_features(model, first_samples(dm.labelled_train_dataloader(), self.train_samples), self.pool)
+        queries = extract_features(model, first_samples(dm.val_dataloader(), self.val_samples), self.pool)
+        acc = knn_accuracy(*bank, *queries, k=self.k, temperature=self.temperature)
+        pl_module.log("knn/acc", acc, prog_bar=True)
+
+
+class ReconstructionLogger(L.Callback):
+    """Every few epochs, save a reconstruction figure of fixed validation images with fixed masks
+    (`<run dir>/reconstructions/epoch_NNN.png`), and add it to TensorBoard when that logger is used."""
+
+    def __init__(self, every_n_epochs: int = 1, num_images: int = 8, seed: int = 0) -> None:
+        self.every_n_epochs, self.num_images, self.seed = every_n_epochs, num_images, seed
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        from .viz import save_figure, show_reconstruction
+
+        dm = trainer.datamodule
+        imgs = next(iter(dm.val_dataloader()))[0][: self.num_images].to(pl_module.device)
+        model = pl_module.model
+        g = torch.Generator().manual_seed(self.seed)
+        noise = torch.rand(len(imgs), model.config.num_patches, generator=g).to(imgs.device)
+        fig = show_reconstruction(model, imgs, noise=noise, mean=dm.mean, std=dm.std, max_images=self.num_images)
+        fig.suptitle(f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
+        save_figure(fig, Path(trainer.default_root_dir) / "reconstructions" / f"epoch_{trainer.current_epoch + 1:03d}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+                logger.experiment.add_figure("reconstructions", fig, global_step=trainer.global_step)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -1,0 +1,210 @@
+"""`maelib pretrain | linprobe | knn | finetune`: one entry point, Lightning's CLI underneath.
+
+Every setting comes from the classes' signatures and can be given as a flag or in a YAML file:
+
+    maelib pretrain --config configs/pretrain_fmnist.yaml --trainer.max_epochs 3
+    maelib linprobe --data.checkpoint runs/pretrain/model.safetensors
+    maelib knn --data.checkpoint runs/pretrain/model.safetensors --k 20
+    maelib finetune --model.checkpoint runs/pretrain/model.safetensors --trainer.max_epochs 5
+    maelib pretrain --help
+
+Each run writes into its run directory (`--trainer.default_root_dir`, default runs/<command>): logs (CSV and
+TensorBoard), Lightning checkpoints (checkpoints/last.ckpt; continue with `--resume last`), the trained model
+as model.safetensors, and metrics.json with the final numbers. Several GPUs or nodes: `--trainer.devices 8
+--trainer.strategy ddp` (or fsdp) and `--trainer.num_nodes N`; under SLURM or torchrun Lightning picks up the
+cluster environment by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from jsonargparse import ArgumentParser, ActionConfigFile
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .callbacks import KNNMonitor, ReconstructionLogger
+from .checkpoint import atomic_write, read_state_dict, save_model
+from .data import MAEDataModule
+from .evaluate import FeatureDataModule, knn_accuracy
+from .model import MAEConfig
+from .modules import FineTuneModule, LinearProbeModule, MAEPretrainModule
+from .registry import model_config
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> Path:
+    """Write the run's final numbers to <run_dir>/metrics.json (atomically) and print where they are."""
+    clean = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+    path = atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(clean, indent=2) + "\n"))
+    print(f"metrics: {json.dumps(clean)}\nwritten to {path}")
+    return path
+
+
+def input_config(arch: str | None, arch_overrides: dict | None, checkpoint: str | None = None) -> MAEConfig:
+    """The model config a run will use (from its checkpoint if it has one), to size the data to it."""
+    if checkpoint is not None:
+        _, metadata = read_state_dict(checkpoint)
+        if "config" in metadata:
+            return MAEConfig.from_dict({**json.loads(metadata["config"]), **(arch_overrides or {})})
+    if arch is None:
+        raise ValueError("give --model.checkpoint (a maelib file) or --model.arch")
+    return model_config(arch, **(arch_overrides or {}))
+
+
+class MAECLI(LightningCLI):
+    """LightningCLI with maelib's run-directory layout: loggers, checkpoints, `--resume`."""
+
+    def __init__(self, command: str, *args, **kwargs) -> None:
+        self.command = command
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--resume", type=str | None, default=None, help="'last' or a .ckpt path to continue from")
+        if self.command == "pretrain":  # the data is sized to the model
+            compute = lambda arch, overrides: model_config(arch, **(overrides or {}))  # noqa: E731
+            parser.link_arguments(("model.arch", "model.arch_overrides"), "data.img_size", lambda a, o: compute(a, o).img_size)
+            parser.link_arguments(("model.arch", "model.arch_overrides"), "data.in_chans", lambda a, o: compute(a, o).in_chans)
+        if self.command == "finetune":
+            sources = ("model.arch", "model.arch_overrides", "model.checkpoint")
+            parser.link_arguments(sources, "data.img_size", lambda a, o, c: input_config(a, o, c).img_size)
+            parser.link_arguments(sources, "data.in_chans", lambda a, o, c: input_config(a, o, c).in_chans)
+            parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        if self.command == "linprobe":
+            parser.link_arguments("data.feature_dim", "model.feature_dim", apply_on="instantiate")
+            parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs):
+        config = self._get(self.config_init, "trainer", default={})
+        run_dir = Path(config.get("default_root_dir") or f"runs/{self.command}")
+        kwargs["default_root_dir"] = str(run_dir)
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = [
+                CSVLogger(run_dir, name="", version=""),
+                TensorBoardLogger(run_dir, name="tensorboard", version=""),
+            ]
+        callbacks = list(config.get("callbacks") or [])
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0))
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir)
+
+    def resume_path(self) -> str | None:
+        resume = self.config.get("resume")
+        if resume == "last":
+            last = self.run_dir / "checkpoints" / "last.ckpt"
+            if not last.exists():
+                print(f"--resume last: no checkpoint at {last} yet, starting from scratch")
+                return None
+            return str(last)
+        return resume
+
+
+def _trainer_defaults(max_epochs: int) -> dict:
+    return {
+        "max_epochs": max_epochs,
+        "precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
+        "log_every_n_steps": 10,
+    }
+
+
+def _make_cli(command: str, model_class, data_class, args: list[str], max_epochs: int, callbacks=()) -> MAECLI:
+    return MAECLI(
+        command,
+        model_class,
+        data_class,
+        args=args,
+        run=False,
+        trainer_defaults={**_trainer_defaults(max_epochs), "callbacks": list(callbacks)},
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": f"maelib {command}"},
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+    )
+
+
+def _fit(cli: MAECLI) -> float:
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.resume_path())
+    return time.perf_counter() - start
+
+
+def _final_metrics(cli: MAECLI, seconds: float) -> dict:
+    m = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
+    return {**m, "epochs": cli.trainer.current_epoch, "steps": cli.trainer.global_step, "fit_seconds": round(seconds, 1)}
+
+
+def pretrain(args: list[str]) -> dict:
+    cli = _make_cli("pretrain", MAEPretrainModule, MAEDataModule, args, 10, [KNNMonitor(), ReconstructionLogger()])
+    seconds = _fit(cli)
+    if cli.trainer.is_global_zero:
+        path = save_model(cli.model.model, cli.run_dir / "model.safetensors")
+        print(f"model saved to {path}")
+    metrics = _final_metrics(cli, seconds)
+    if cli.trainer.is_global_zero:
+        write_metrics(cli.run_dir, metrics)
+    return metrics
+
+
+def linprobe(args: list[str]) -> dict:
+    cli = _make_cli("linprobe", LinearProbeModule, FeatureDataModule, args, 90)
+    seconds = _fit(cli)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    metrics = {**_final_metrics(cli, seconds), "feature_seconds": round(cli.datamodule.feature_seconds, 1)}
+    if cli.trainer.is_global_zero:
+        write_metrics(cli.run_dir, metrics)
+    return metrics
+
+
+def finetune(args: list[str]) -> dict:
+    cli = _make_cli("finetune", FineTuneModule, MAEDataModule, args, 10)
+    seconds = _fit(cli)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    metrics = _final_metrics(cli, seconds)
+    if cli.trainer.is_global_zero:
+        write_metrics(cli.run_dir, metrics)
+    return metrics
+
+
+def knn(args: list[str]) -> dict:
+    parser = ArgumentParser(prog="maelib knn", description="Weighted k-NN accuracy of frozen encoder features.")
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(FeatureDataModule, "data")
+    parser.add_argument("--k", type=int, default=20, help="neighbours that vote")
+    parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(similarity / T)")
+    parser.add_argument("--run_dir", type=str, default="runs/knn", help="where metrics.json goes")
+    cfg = parser.parse_args(args)
+    data = parser.instantiate_classes(cfg).data
+    data.setup("fit")
+    train, test = data.features["train"], data.features["test"]
+    acc = knn_accuracy(*train, *test, k=cfg.k, temperature=cfg.temperature)
+    metrics = {"knn/acc": acc, "k": cfg.k, "temperature": cfg.temperature, "feature_seconds": round(data.feature_seconds, 1)}
+    write_metrics(Path(cfg.run_dir), metrics)
+    return metrics
+
+
+COMMANDS = {"pretrain": pretrain, "linprobe": linprobe, "knn": knn, "finetune": finetune}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The sub-command's own arguments are handed to LightningCLI; it need not warn that sys.argv has them too.
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: maelib {{{','.join(COMMANDS)}}} [--help] [options]\n\n{__doc__}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    COMMANDS[argv[0]](argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

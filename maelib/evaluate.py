@@ -1,0 +1,167 @@
+"""Frozen-feature evaluation: feature extraction, weighted k-NN, the linear-probe head, cached features."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from .checkpoint import load_model
+from .data import MAEDataModule
+from .model import MaskedAutoencoder
+from .registry import create_model
+
+
+@torch.no_grad()
+def extract_features(
+    model: MaskedAutoencoder, loader: Iterable, pool: str = "cls", device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the unmasked encoder in eval mode over (images, labels) batches -> features (N, D), labels (N,).
+
+    The model's training flag is restored afterwards.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    try:
+        for imgs, y in loader:
+            feats.append(model.features(imgs.to(device, non_blocking=True), pool=pool).float().cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Weighted k-NN (Wu et al., 2018; DINO): cosine similarity, the k nearest vote with weight exp(sim / T).
+
+    train_feats: (N, D), train_labels: (N,), test_feats: (M, D) -> predicted labels (M,)
+    """
+    num_classes = num_classes or int(train_labels.max()) + 1
+    k = min(k, len(train_feats))
+    train = F.normalize(train_feats.float(), dim=1)
+    preds = []
+    for start in range(0, len(test_feats), chunk):
+        sims = F.normalize(test_feats[start : start + chunk].float(), dim=1) @ train.T  # (m, N)
+        top_sims, top_idx = sims.topk(k, dim=1)  # (m, k)
+        votes = torch.zeros(len(sims), num_classes)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sims / temperature).exp())
+        preds.append(votes.argmax(1))
+    return torch.cat(preds)
+
+
+def knn_accuracy(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
+    """Top-1 accuracy (0-1) of `knn_predict` on labelled test features."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    preds = knn_predict(train_feats, train_labels, test_feats, k, temperature, num_classes)
+    return (preds == test_labels).float().mean().item()
+
+
+def linear_probe_head(dim: int, num_classes: int) -> nn.Sequential:
+    """The paper's probe: BatchNorm without affine parameters (it just whitens features), then a linear layer
+    initialised with std 0.01."""
+    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+    nn.init.trunc_normal_(head[1].weight, std=0.01)
+    nn.init.zeros_(head[1].bias)
+    return head
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Frozen-encoder features of a labelled dataset, extracted once and cached: the data of linear probes and k-NN.
+
+    checkpoint: the pretrained MAE (maelib .safetensors / .ckpt, or an official .pth with `arch`). Without a
+        checkpoint, `arch` is built at random initialisation (seeded): the baseline MAE must beat.
+    pool: "cls" (the paper's probe) or "mean" of the patch tokens.
+    The images come from an MAEDataModule sized to the encoder, with the eval transform (no augmentation);
+    training features come from the train split, val/test features from the test split.
+    """
+
+    def __init__(
+        self,
+        *,
+        checkpoint: str | None = None,
+        arch: str | None = None,
+        pool: str = "cls",
+        dataset: str = "fashion_mnist",
+        root: str | None = None,
+        batch_size: int = 256,
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if checkpoint is not None:
+            self.encoder = load_model(checkpoint, arch=arch)
+        elif arch is not None:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                self.encoder = create_model(arch)
+        else:
+            raise ValueError("give a pretrained `checkpoint`, or an `arch` for the random-initialisation baseline")
+        c = self.encoder.config
+        self.pool, self.batch_size, self.feature_dim = pool, batch_size, c.embed_dim
+        self.images = MAEDataModule(
+            dataset=dataset, root=root, img_size=c.img_size, in_chans=c.in_chans, batch_size=batch_size,
+            augment="none", train_subset=train_subset, test_subset=test_subset, num_workers=num_workers,
+            seed=seed, download=download,
+        )
+        self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.feature_seconds = 0.0
+
+    @property
+    def num_classes(self) -> int:
+        return self.images.num_classes
+
+    def prepare_data(self) -> None:
+        self.images.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.features:
+            return
+        start = time.perf_counter()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder.to(device)
+        self.features["train"] = extract_features(self.encoder, self.images.labelled_train_dataloader(), self.pool)
+        self.features["test"] = extract_features(self.encoder, self.images.test_dataloader(), self.pool)
+        self.encoder.cpu()
+        self.feature_seconds = time.perf_counter() - start
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        feats, labels = self.features[split]
+        return DataLoader(TensorDataset(feats, labels), batch_size=self.batch_size, shuffle=train,
+                          drop_last=train and len(feats) > self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
