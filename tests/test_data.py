@@ -442,3 +442,42 @@ def test_lightning_trainer_runs_the_hooks(tmp_path):
     trainer.fit(module, datamodule=dm)
     assert module.shapes == [(8, 3, 32, 32)] * 2 + [(8, 3, 32, 32), (2, 3, 32, 32)]  # 20 // 8 train, then val
     assert dm.hparams.dataset == "fashion_mnist" and dm.hparams.img_size == 32
+
+
+# ------------------------------------------------------------------------------------------ batched transforms
+def test_random_resized_crop_full_view_is_identity_or_mirror():
+    from maelib.data import random_resized_crop
+
+    x = torch.rand(16, 3, 12, 12)
+    same = random_resized_crop(x, 12, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    assert torch.allclose(same, x, atol=1e-5)
+    out = random_resized_crop(x, 12, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
+    mirrored = torch.tensor([torch.allclose(o, xi.flip(-1), atol=1e-5) for o, xi in zip(out, x)])
+    kept = torch.tensor([torch.allclose(o, xi, atol=1e-5) for o, xi in zip(out, x)])
+    assert torch.all(mirrored | kept) and mirrored.any() and kept.any()
+
+
+def test_random_resized_crop_zooms_into_the_image():
+    from maelib.data import random_resized_crop
+
+    # a ramp image: a crop of a quarter of the area spans about half the ramp
+    ramp = torch.linspace(0, 1, 64).expand(64, 64).reshape(1, 1, 64, 64).repeat(32, 1, 1, 1)
+    out = random_resized_crop(ramp, 32, scale=(0.25, 0.25), ratio=(1.0, 1.0), flip=False)
+    span = out[:, 0, 16, -1] - out[:, 0, 16, 0]
+    assert out.shape == (32, 1, 32, 32)
+    assert torch.allclose(span, torch.full((32,), 0.5), atol=0.05)
+    assert len(set(out[:, 0, 16, 0].round(decimals=3).tolist())) > 10  # every image its own crop
+
+
+def test_batch_transform_matches_the_per_image_eval_transform():
+    from maelib.data import BatchTransform
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 3, 28), torch.linspace(0, 3, 28), indexing="ij")
+    smooth = 0.5 + 0.4 * torch.sin(yy[None] * torch.arange(1, 5).view(4, 1, 1) + xx)  # no clipping at 0 or 255
+    imgs = (smooth * 255).round().to(torch.uint8).unsqueeze(1)  # (4, 1, 28, 28)
+    kw = dict(img_size=32, in_chans=3, mean=(0.3,), std=(0.4,))
+    batched = BatchTransform(**kw, augment="none")(imgs)
+    single = torch.stack([eval_transform(**kw)(img) for img in imgs])
+    assert batched.shape == (4, 3, 32, 32)
+    # the per-image path resizes uint8 pixels (rounding to whole grey levels), the batched one floats
+    assert torch.allclose(batched, single, atol=1 / 255 / 0.4)
