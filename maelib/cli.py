@@ -9,7 +9,7 @@ Every setting comes from the classes' signatures and can be given as a flag or i
     maelib pretrain --help
 
 Each run writes into its run directory (`--trainer.default_root_dir`, default runs/<command>): logs (CSV and
-TensorBoard), Lightning checkpoints (checkpoints/last.ckpt; continue with `--resume last`), the trained model
+TensorBoard, one version per run or resume), Lightning checkpoints (checkpoints/last.ckpt; continue with `--resume last`), the trained model
 as model.safetensors, and metrics.json with the final numbers. Several GPUs or nodes: `--trainer.devices 8
 --trainer.strategy ddp` (or fsdp) and `--trainer.num_nodes N`; under SLURM or torchrun Lightning picks up the
 cluster environment by itself.
@@ -18,6 +18,7 @@ cluster environment by itself.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -84,10 +85,8 @@ class MAECLI(LightningCLI):
         run_dir = Path(config.get("default_root_dir") or f"runs/{self.command}")
         kwargs["default_root_dir"] = str(run_dir)
         if config.get("logger") in (None, True):
-            kwargs["logger"] = [
-                CSVLogger(run_dir, name="", version=""),
-                TensorBoardLogger(run_dir, name="tensorboard", version=""),
-            ]
+            # logs/version_N/metrics.csv and tensorboard/version_N: a resumed run adds a version, overwrites nothing
+            kwargs["logger"] = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
         callbacks = list(config.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0))
@@ -197,8 +196,11 @@ COMMANDS = {"pretrain": pretrain, "linprobe": linprobe, "knn": knn, "finetune": 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The sub-command's own arguments are handed to LightningCLI; it need not warn that sys.argv has them too.
+    # Noise that is Lightning's and jsonargparse's business, not the user's: the sub-command's arguments are
+    # handed to LightningCLI on purpose, and their internal deprecations are not ours to act on.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: maelib {{{','.join(COMMANDS)}}} [--help] [options]\n\n{__doc__}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Iterable
 
@@ -126,13 +127,19 @@ class FeatureDataModule(L.LightningDataModule):
             raise ValueError("give a pretrained `checkpoint`, or an `arch` for the random-initialisation baseline")
         c = self.encoder.config
         self.pool, self.batch_size, self.feature_dim = pool, batch_size, c.embed_dim
-        self.images = MAEDataModule(
+        self._image_args = dict(
             dataset=dataset, root=root, img_size=c.img_size, in_chans=c.in_chans, batch_size=batch_size,
             augment="none", train_subset=train_subset, test_subset=test_subset, num_workers=num_workers,
             seed=seed, download=download,
         )
         self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.feature_seconds = 0.0
+
+    @functools.cached_property
+    def images(self) -> MAEDataModule:
+        """The labelled images, sized to the encoder. Built on first use, not in __init__: LightningCLI records
+        the hyper-parameters of the class it is instantiating, and would hand ours to a datamodule built inside."""
+        return MAEDataModule(**self._image_args)
 
     @property
     def num_classes(self) -> int:

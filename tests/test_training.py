@@ -1,0 +1,181 @@
+"""Training: the optimiser recipe, k-NN, and every CLI sub-command end to end on tiny settings (CPU)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import maelib
+from maelib.cli import main
+from maelib.evaluate import knn_accuracy, knn_predict, linear_probe_head
+from maelib.optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine, weight_decay_groups
+
+TINY = ["--model.arch_overrides", "{depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"]
+DATA = ["--data.train_subset", "512", "--data.test_subset", "256", "--data.batch_size", "64"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+# ------------------------------------------------------------------------------------------ recipe pieces
+def test_lr_scaling_and_schedule():
+    assert scaled_lr(1.5e-4, 4096) == pytest.approx(2.4e-3)
+    lrs = [warmup_cosine(s, warmup_steps=10, total_steps=110) for s in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up, per step
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))
+    assert lrs[60] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))  # half-way down the cosine
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+
+
+def test_weight_decay_skips_norms_biases_and_tokens():
+    model = maelib.create_model("mae_vit_mini_patch4_28", depth=1)
+    decay, no_decay = sorted(weight_decay_groups(model, 0.05), key=lambda g: -g["weight_decay"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {"cls_token", "mask_token", "norm.weight", "blocks.0.attn.qkv.bias"} <= skipped
+    assert {"blocks.0.attn.qkv.weight", "decoder_pred.weight", "patch_embed.proj.weight"} <= decayed
+    assert not any(n.endswith(".bias") or "norm" in n for n in decayed)
+
+
+def test_layer_decay_lowers_the_lr_of_early_blocks():
+    vit = maelib.to_timm_vit(maelib.create_model("mae_vit_mini_patch4_28"), num_classes=10)
+    groups = layer_decay_groups(vit, lr=1.0, weight_decay=0.05, layer_decay=0.5)
+    lr_of = {}
+    for g in groups:
+        for p in g["params"]:
+            lr_of[p] = g["lr"]
+    named = dict(vit.named_parameters())
+    depth = len(vit.blocks)  # 4: patch embed is layer 0, block i is layer i + 1, head is layer depth + 1
+    assert lr_of[named["head.weight"]] == 1.0
+    assert lr_of[named["blocks.3.mlp.fc1.weight"]] == 0.5
+    assert lr_of[named["blocks.0.mlp.fc1.weight"]] == 0.5**depth
+    assert lr_of[named["patch_embed.proj.weight"]] == 0.5 ** (depth + 1)
+
+
+def test_lars_scales_steps_by_the_weight_norm():
+    w = torch.nn.Parameter(torch.full((4, 4), 2.0))
+    b = torch.nn.Parameter(torch.zeros(4))
+    opt = LARS([w, b], lr=1.0, momentum=0.0, trust=0.01)
+    w.grad, b.grad = torch.full((4, 4), 100.0), torch.ones(4)
+    opt.step()
+    # the matrix moves by trust * ||w|| (in norm), whatever the gradient's size; the vector by plain SGD
+    assert torch.allclose(torch.norm(w.detach() - 2.0), torch.tensor(0.01 * 8.0))
+    assert torch.allclose(b.detach(), -torch.ones(4))
+
+
+def test_knn_on_separable_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 5
+    train_y = torch.arange(3).repeat_interleave(30)
+    train = centres[train_y] + torch.randn(90, 8, generator=g)
+    test_y = torch.tensor([0, 1, 2, 2, 1, 0])
+    test = centres[test_y] + torch.randn(6, 8, generator=g)
+    assert torch.equal(knn_predict(train, train_y, test, k=5), test_y)
+    assert knn_accuracy(train, train_y, test, test_y) == 1.0
+
+
+def test_knn_weights_votes_by_similarity():
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    # two weak votes for class 1 lose to one very close vote for class 0 at a low temperature
+    assert knn_predict(train, labels, torch.tensor([[1.0, 0.3]]), k=3, temperature=0.01).item() == 0
+    assert knn_predict(train, labels, torch.tensor([[1.0, 0.3]]), k=3, temperature=10.0).item() == 1
+
+
+def test_linear_probe_head_is_batchnorm_without_affine():
+    head = linear_probe_head(16, 10)
+    assert not head[0].affine and head[0].eps == 1e-6 and head[1].out_features == 10
+
+
+# ------------------------------------------------------------------------------------------ the CLI, end to end
+def read_metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """One tiny pretraining run shared by the evaluation tests."""
+    run = tmp_path_factory.mktemp("pretrain")
+    main(["pretrain", "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "1", *TINY, *DATA, *QUIET])
+    return run
+
+
+def test_pretrain_writes_model_checkpoint_metrics_and_figures(pretrained):
+    metrics = read_metrics(pretrained)
+    assert metrics["epochs"] == 1 and metrics["steps"] == 8  # 512 images / batch 64
+    assert 0.0 <= metrics["knn/acc"] <= 1.0 and math.isfinite(metrics["val/loss"])
+    model = maelib.load_model(pretrained / "model.safetensors")
+    assert model.config.embed_dim == 64 and model.config.depth == 1
+    assert (pretrained / "checkpoints" / "last.ckpt").exists()
+    assert (pretrained / "reconstructions" / "epoch_001.png").stat().st_size > 1000
+    assert "val/loss" in (pretrained / "logs" / "version_0" / "metrics.csv").read_text()
+    # the Lightning checkpoint rebuilds the same model on its own (weights only, config inside)
+    from_ckpt = maelib.load_model(pretrained / "checkpoints" / "last.ckpt")
+    assert torch.equal(from_ckpt.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_pretrain_resumes_from_last_checkpoint(pretrained, tmp_path):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(pretrained, run)
+    main(["pretrain", "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "2", "--resume", "last",
+          *TINY, *DATA, *QUIET])
+    assert read_metrics(run)["steps"] == 16  # continued from step 8, not restarted
+    assert (run / "logs" / "version_0" / "metrics.csv").exists()  # the first run's log is kept
+    assert (run / "logs" / "version_1" / "metrics.csv").exists()
+
+
+def test_linprobe_and_knn_beat_chance(pretrained, tmp_path):
+    ckpt = str(pretrained / "model.safetensors")
+    main(["linprobe", "--data.checkpoint", ckpt, "--trainer.default_root_dir", str(tmp_path / "probe"),
+          "--trainer.max_epochs", "3", *DATA, *QUIET])
+    probe = read_metrics(tmp_path / "probe")
+    assert probe["test/acc"] > 0.3  # 10 classes: chance is 0.1
+    main(["knn", "--data.checkpoint", ckpt, "--run_dir", str(tmp_path / "knn"), "--data.pool", "mean", *DATA])
+    assert read_metrics(tmp_path / "knn")["knn/acc"] > 0.3
+
+
+def test_finetune_from_mae_and_from_scratch(pretrained, tmp_path):
+    ckpt = str(pretrained / "model.safetensors")
+    main(["finetune", "--model.checkpoint", ckpt, "--trainer.default_root_dir", str(tmp_path / "ft"),
+          "--trainer.max_epochs", "1", "--model.mixup", "0.8", "--model.cutmix", "1.0", *DATA, *QUIET])
+    assert 0.0 <= read_metrics(tmp_path / "ft")["test/acc"] <= 1.0
+    main(["finetune", "--model.arch", "mae_vit_mini_patch4_28", *TINY, "--trainer.default_root_dir",
+          str(tmp_path / "scratch"), "--trainer.max_epochs", "1", "--model.train_last_blocks", "1", *DATA, *QUIET])
+    assert "test/acc" in read_metrics(tmp_path / "scratch")
+
+
+def test_partial_finetuning_freezes_early_blocks(pretrained):
+    from maelib.modules import FineTuneModule
+
+    module = FineTuneModule(checkpoint=str(pretrained / "model.safetensors"), train_last_blocks=0)
+    trainable = {n for n, p in module.net.named_parameters() if p.requires_grad}
+    assert trainable == {"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}
+    with pytest.raises(ValueError, match="train_last_blocks must be between 0 and 1"):
+        FineTuneModule(checkpoint=str(pretrained / "model.safetensors"), train_last_blocks=3)
+
+
+def test_cli_usage_and_bad_flags(capsys):
+    assert main([]) == 2
+    assert "pretrain" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--model.mask_ratoi", "0.5"])
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    """Lightning's DDP strategy (gloo) on two CPU processes, launched as a user would."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "maelib.cli", "pretrain", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.strategy", "ddp", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run),
+           *TINY, *DATA, *QUIET]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(run)
+    assert metrics["steps"] == 4  # 512 images split over 2 processes, batch 64 each
+    assert math.isfinite(metrics["train/loss"])
