@@ -1,6 +1,6 @@
 # maelib: one entry point for people and CI.
 #
-#   make run     install everything (first time only), get Fashion-MNIST, run the demo
+#   make run     install everything (first time only), get Fashion-MNIST, run the notebook suite
 #   make test    install everything (first time only), get Fashion-MNIST, run the tests
 #   make lab     JupyterLab on notebooks/
 #
@@ -17,7 +17,8 @@ EXTRAS      ?= test
 STAMP       := $(VENV)/.installed
 PIP_FLAGS   ?= $(if $(CI),--progress-bar off,)
 PYTEST_ARGS ?=
-RUN_CMD     ?= $(PY) -m maelib.demo
+RUN_ARGS    ?=
+RUN_CMD     ?= $(PY) -m maelib.suite $(RUN_ARGS)
 LAB_ARGS    ?=
 # JupyterLab refuses to start as root without --allow-root (containers, CI machines).
 LAB_ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -27,10 +28,13 @@ FASHION_MNIST_FILES   := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
                          t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install data test run lab clean distclean
+.PHONY: help venv install data test run demo strip lab clean distclean
 
 help:
-	@echo "make run        install (first time), fetch data, run the demo"
+	@echo "make run        install (first time), fetch data, run the notebook suite into runs/suite"
+	@echo "                (parameters: make run RUN_ARGS='-p epochs 3 -p 04:pool mean --out runs/mine')"
+	@echo "make demo       a one-minute pretraining demo with reconstruction figures (runs/demo)"
+	@echo "make strip      strip notebook outputs before committing"
 	@echo "make test       install (first time), fetch data, run the test suite"
 	@echo "make lab        start JupyterLab in notebooks/"
 	@echo "make install    create $(VENV) and pip install -e '.[$(EXTRAS)]'"
@@ -84,8 +88,14 @@ test: install data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: install data
-	@echo ">> running: $(RUN_CMD)"
+	@echo ">> running the notebook suite headless: $(RUN_CMD)"
 	$(RUN_CMD)
+
+demo: install data
+	$(PY) -m maelib.demo
+
+strip:
+	$(PY) scripts/strip_notebooks.py $(wildcard notebooks/*.ipynb notebooks/sweeps/*.ipynb)
 
 lab: install
 	@echo ">> starting JupyterLab in notebooks/ (Ctrl-C to stop)"

@@ -1,0 +1,230 @@
+"""Training-step throughput of maelib against Hugging Face's ViTMAEForPreTraining: same architecture, same
+weights, same inputs, measured side by side in one run.
+
+    python benchmarks/bench.py --device cuda                    # ViT-B/16 and ViT-L/16, sweeps, on a GPU
+    python benchmarks/bench.py --device cpu --preset teaching   # the teaching sizes on a laptop CPU
+    python benchmarks/bench.py --smoke                          # a few tiny steps: checks the script runs
+
+One step = forward, loss, backward, AdamW step (fused on CUDA). Reported per case: images/s (median over timed
+steps after warm-up, with the 10-90% spread), peak memory, FLOPs per image (torch's FlopCounterMode on one
+step), achieved TFLOP/s, and the fraction of the device's matrix rate measured by a large matmul in the same run.
+Writes benchmarks/results/<date>_<device>.json and prints a Markdown table to paste into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import maelib
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (arch, overrides, batch, mask ratios); "~0" is one masked patch, so both losses stay defined
+PRESETS = {
+    "paper": [
+        ("mae_vit_base_patch16", {}, 256, (0.75, "~0")),
+        ("mae_vit_large_patch16", {}, 256, (0.75, "~0")),
+        ("mae_vit_base_patch16", {}, 512, (0.75,)),
+        ("mae_vit_base_patch16", {"img_size": 448}, 64, (0.75,)),
+    ],
+    "teaching": [
+        ("mae_vit_mini_patch4_28", {}, 256, (0.75,)),
+        ("mae_vit_tiny_patch4_32", {}, 256, (0.75,)),
+        ("mae_vit_tiny_patch4_32", {"depth": 12, "decoder_depth": 4}, 1024, (0.75,)),
+    ],
+    "smoke": [("mae_vit_mini_patch4_28", {"depth": 1}, 8, (0.75, "~0"))],
+}
+
+
+def ratio_value(ratio, num_patches: int) -> float:
+    return 1.0 / num_patches if ratio == "~0" else float(ratio)
+
+
+def build(arch: str, overrides: dict, device: str):
+    """maelib's model and the same weights as a transformers ViTMAEForPreTraining."""
+    torch.manual_seed(0)
+    ours = maelib.create_model(arch, **overrides)
+    theirs = maelib.to_hf(ours)
+    theirs.config._attn_implementation = "sdpa"
+    return ours.to(device).train(), theirs.to(device).train()
+
+
+def make_step(impl: str, model, imgs: torch.Tensor, ratio: float, amp: bool):
+    """A closure running one training step of `model`."""
+    fused = imgs.device.type == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=fused)
+    autocast = torch.autocast(imgs.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    if impl == "transformers":
+        model.config.mask_ratio = ratio  # read by ViTMAEEmbeddings at every call
+
+    def step():
+        with autocast:
+            loss = model(imgs, mask_ratio=ratio)[0] if impl.startswith("maelib") else model(pixel_values=imgs).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, device: str, warmup: int, steps: int) -> tuple[list[float], float]:
+    """Seconds of each timed step, and the seconds the warm-up took (includes any compilation)."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    sync(device)
+    warmup_seconds = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return times, warmup_seconds
+
+
+def step_flops(step) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def matmul_rate(device: str, amp: bool) -> float:
+    """Measured dense matrix rate in TFLOP/s (bf16 on GPU, fp32 on CPU)."""
+    n = 8192 if device == "cuda" else 1024
+    dtype = torch.bfloat16 if (amp and device == "cuda") else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps = 20 if device == "cuda" else 5
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def run_case(impl: str, model, arch: str, overrides: dict, batch: int, ratio, args) -> dict:
+    c = model.config if impl.startswith("maelib") else maelib.model_config(arch, **overrides)
+    r = ratio_value(ratio, c.num_patches)
+    imgs = torch.randn(batch, c.in_chans, c.img_size, c.img_size, device=args.device)
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    step = make_step(impl, model, imgs, r, args.amp)
+    flops = step_flops(make_step(impl, model, imgs, r, args.amp)) if not impl.endswith("compile") else None
+    if impl.endswith("compile"):
+        step = make_step(impl, torch.compile(model), imgs, r, args.amp)
+    times, warmup_seconds = time_steps(step, args.device, args.warmup, args.steps)
+    med, ordered = statistics.median(times), sorted(times)
+    p10, p90 = ordered[int(0.1 * (len(times) - 1))], ordered[round(0.9 * (len(times) - 1))]
+    row = {
+        "impl": impl, "arch": arch, "overrides": overrides, "img_size": c.img_size, "batch": batch,
+        "mask_ratio": r, "images_per_second": batch / med,
+        "images_per_second_p10_p90": [batch / p90, batch / p10],  # slowest 10% and fastest 10% of steps
+        "warmup_seconds": round(warmup_seconds, 2),
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
+    }
+    if flops:
+        row["gflop_per_image"] = flops / batch / 1e9
+        row["achieved_tflops"] = flops / med / 1e12
+    return row
+
+
+def environment(args) -> dict:
+    import timm
+    import transformers
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "transformers": transformers.__version__, "timm": timm.__version__,
+        "maelib": maelib.__version__, "precision": "bf16 autocast" if args.amp else "fp32",
+    }
+
+
+def table(report: dict) -> str:
+    peak = report["matmul_tflops"]
+    lines = [f"{report['env']['device']}, {report['env']['precision']}, torch {report['env']['torch']}, "
+             f"transformers {report['env']['transformers']}, {report['env']['date']}; measured matmul rate "
+             f"{peak:.3g} TFLOP/s", "",
+             "| model | img | batch | mask | impl | img/s (p10-p90) | vs HF | GFLOP/img | TFLOP/s | % of matmul | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = {}
+    for row in report["rows"]:
+        key = (row["arch"], row["img_size"], row["batch"], row["mask_ratio"])
+        if row["impl"] == "transformers":
+            base[key] = row["images_per_second"]
+    for row in report["rows"]:
+        key = (row["arch"], row["img_size"], row["batch"], row["mask_ratio"])
+        lo, hi = row["images_per_second_p10_p90"]
+        ratio = f"{row['images_per_second'] / base[key]:.2f}x" if key in base else ""
+        tflops = row.get("achieved_tflops")
+        lines.append(
+            f"| {row['arch']} | {row['img_size']} | {row['batch']} | {row['mask_ratio']:.3g} | {row['impl']} | "
+            f"{row['images_per_second']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {ratio} | {row.get('gflop_per_image', float('nan')):.2f} | "
+            f"{tflops if tflops is None else round(tflops, 2)} | "
+            f"{'' if tflops is None else f'{100 * tflops / peak:.1f}%'} | "
+            f"{'' if row['peak_memory_gib'] is None else round(row['peak_memory_gib'], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: paper on GPU, teaching on CPU")
+    parser.add_argument("--impls", nargs="+", default=["transformers", "maelib", "maelib+compile"])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default on GPU)")
+    parser.add_argument("--smoke", action="store_true", help="tiny and quick: checks that everything runs")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output (default benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.preset, args.warmup, args.steps = "smoke", 1, 2
+        args.impls = [i for i in args.impls if not i.endswith("compile")]
+    args.preset = args.preset or ("paper" if args.device == "cuda" else "teaching")
+    args.amp = (args.device == "cuda") if args.amp is None else args.amp
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    report = {"env": environment(args), "matmul_tflops": matmul_rate(args.device, args.amp), "rows": []}
+    for arch, overrides, batch, ratios in PRESETS[args.preset]:
+        ours, theirs = build(arch, overrides, args.device)
+        for ratio in ratios:
+            for impl in args.impls:
+                model = theirs if impl == "transformers" else ours
+                row = run_case(impl, model, arch, overrides, batch, ratio, args)
+                report["rows"].append(row)
+                print(f"{arch} {overrides or ''} batch {batch} mask {row['mask_ratio']:.3g} {impl}: "
+                      f"{row['images_per_second']:,.0f} img/s", flush=True)
+        del ours, theirs
+    out = args.out or RESULTS / f"{dt.date.today().isoformat()}_{args.device}_{args.preset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n" + table(report) + f"\n\nwritten to {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

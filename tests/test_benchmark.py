@@ -1,0 +1,26 @@
+"""The benchmark script runs (a smoke run at tiny CPU sizes; no timing assertions: speed lives in benchmarks/)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_smoke_run_writes_its_report(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--smoke", "--device", "cpu",
+                             "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {"date", "device", "torch", "transformers", "precision"} <= set(report["env"])
+    impls = {(row["impl"], round(row["mask_ratio"], 3)) for row in report["rows"]}
+    assert impls == {("transformers", 0.75), ("maelib", 0.75), ("transformers", 0.02), ("maelib", 0.02)}
+    for row in report["rows"]:
+        assert row["images_per_second"] > 0 and row["gflop_per_image"] > 0
+    # the same architecture in both: FLOPs per image agree (within the loss/masking bookkeeping)
+    flops = {(r["impl"], round(r["mask_ratio"], 3)): r["gflop_per_image"] for r in report["rows"]}
+    assert abs(flops[("maelib", 0.75)] / flops[("transformers", 0.75)] - 1) < 0.05
+    assert flops[("maelib", 0.02)] > 1.5 * flops[("maelib", 0.75)]  # the encoder sees ~4x the tokens
+    assert "| model |" in result.stdout
