@@ -23,6 +23,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import maelib
@@ -100,8 +101,10 @@ def time_steps(step, device: str, warmup: int, steps: int) -> tuple[list[float],
 
 
 def step_flops(step) -> int:
+    """FLOPs of one step. Counted with the math attention kernel: FlopCounterMode does not see the fused CPU kernel,
+    and the count does not depend on which kernel runs."""
     counter = FlopCounterMode(display=False)
-    with counter:
+    with sdpa_kernel(SDPBackend.MATH), counter:
         step()
     return counter.get_total_flops()
 
