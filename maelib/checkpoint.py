@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import pickle
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 
@@ -32,18 +32,40 @@ POS_EMBED_KEYS = ("pos_embed", "decoder_pos_embed")
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call write(tmp_path) then rename onto `path`, so a crash mid-write never leaves a truncated file."""
+    """Call write(tmp_path) then rename onto `path`, so a crash mid-write never leaves a truncated file.
+
+    The temporary file (".<name>.<random>.tmp") is in the same folder, so the rename is atomic; it is flushed
+    to disk first, so the renamed file is whole even after a power cut. A process killed mid-write leaves the
+    old `path` untouched and the temporary file behind (`remove_stale_temporaries` clears those).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    while True:  # like tempfile.mkstemp, but with the umask's permissions (mkstemp makes files private, 0600)
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that `atomic_write(path, ...)` calls killed mid-write left next to `path`.
+    Only call it when no other process is writing `path`."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

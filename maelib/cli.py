@@ -13,12 +13,23 @@ TensorBoard, one version per run or resume), Lightning checkpoints (checkpoints/
 as model.safetensors, and metrics.json with the final numbers. Several GPUs or nodes: `--trainer.devices 8
 --trainer.strategy ddp` (or fsdp) and `--trainer.num_nodes N`; under SLURM or torchrun Lightning picks up the
 cluster environment by itself.
+
+Reliability: checkpoints/last.ckpt is rewritten every `--checkpoint_every_n_steps` optimiser steps (default
+100; 0 = epoch ends only) and at every epoch end, atomically (`AtomicCheckpointIO`: a temporary file, then a
+rename), so a run killed at any moment, even mid-save, leaves a whole checkpoint. `--resume last` continues
+from it, mid-epoch included, and reaches the weights of an uninterrupted run: pretrain and finetune draw the
+data order, augmentation and masks from keyed generators (`maelib.rng`), not from the global RNG. With several
+processes (`--trainer.use_distributed_sampler false`, the default for pretrain/finetune) the datamodule's
+sampler shares each global batch of batch_size x devices images out, so 2 processes with batch B train like
+one with batch 2B. If a process dies, Lightning's launcher stops the others.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -26,12 +37,13 @@ from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser, ActionConfigFile
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .callbacks import KNNMonitor, ReconstructionLogger
-from .checkpoint import atomic_write, read_state_dict, save_model
+from .checkpoint import atomic_write, read_state_dict, remove_stale_temporaries, save_model
 from .data import MAEDataModule
 from .evaluate import FeatureDataModule, knn_accuracy
 from .model import MAEConfig
@@ -58,6 +70,39 @@ def input_config(arch: str | None, arch_overrides: dict | None, checkpoint: str 
     return model_config(arch, **(arch_overrides or {}))
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written atomically: torch.save to a temporary file in the same folder, flushed to
+    disk, then renamed over the target (`maelib.checkpoint.atomic_write`). A kill at any point leaves either the
+    old checkpoint or the new one, whole. (Lightning's own writer stages the file in the system's temporary
+    folder and moves it, which is a copy -- not atomic -- when that is another file system.)
+
+        trainer = L.Trainer(plugins=[AtomicCheckpointIO()], ...)
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        remove_stale_temporaries(path)  # left by earlier runs killed mid-save (only rank 0 writes checkpoints)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """checkpoints/last.ckpt, rewritten every `every_n_train_steps` optimiser steps (0: never mid-epoch) and at
+    the end of every training epoch (after its validation), so that a killed run loses little. Keeps no other
+    checkpoint. (A plain ModelCheckpoint cannot save both by steps and by epochs, and with save_top_k=0 it
+    writes last.ckpt only when training ends.)"""
+
+    def __init__(self, dirpath, every_n_train_steps: int = 100) -> None:
+        if every_n_train_steps < 0:
+            raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {every_n_train_steps}")
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps or None,
+                         every_n_epochs=None if every_n_train_steps else 1)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class MAECLI(LightningCLI):
     """LightningCLI with maelib's run-directory layout: loggers, checkpoints, `--resume`."""
 
@@ -67,6 +112,9 @@ class MAECLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--resume", type=str | None, default=None, help="'last' or a .ckpt path to continue from")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
+                            help="rewrite checkpoints/last.ckpt every N optimiser steps (0: only at epoch ends); it "
+                                 "is also rewritten at every epoch end")
         if self.command == "pretrain":  # the data is sized to the model
             compute = lambda arch, overrides: model_config(arch, **(overrides or {}))  # noqa: E731
             parser.link_arguments(("model.arch", "model.arch_overrides"), "data.img_size", lambda a, o: compute(a, o).img_size)
@@ -89,8 +137,14 @@ class MAECLI(LightningCLI):
             kwargs["logger"] = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
         callbacks = list(config.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0))
+            every = self.config.get("checkpoint_every_n_steps", 100)
+            callbacks.append(LastCheckpoint(run_dir / "checkpoints", every_n_train_steps=every))
         kwargs["callbacks"] = callbacks
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
 
     @property
@@ -108,11 +162,14 @@ class MAECLI(LightningCLI):
         return resume
 
 
-def _trainer_defaults(max_epochs: int) -> dict:
+def _trainer_defaults(max_epochs: int, own_sampler: bool) -> dict:
     return {
         "max_epochs": max_epochs,
         "precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
         "log_every_n_steps": 10,
+        # MAEDataModule's ResumableBatchSampler shares batches out over processes itself; Lightning would try to
+        # put a DistributedSampler inside it (and fail). Other loaders keep Lightning's DistributedSampler.
+        "use_distributed_sampler": not own_sampler,
     }
 
 
@@ -123,7 +180,7 @@ def _make_cli(command: str, model_class, data_class, args: list[str], max_epochs
         data_class,
         args=args,
         run=False,
-        trainer_defaults={**_trainer_defaults(max_epochs), "callbacks": list(callbacks)},
+        trainer_defaults={**_trainer_defaults(max_epochs, data_class is MAEDataModule), "callbacks": list(callbacks)},
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": f"maelib {command}"},
         seed_everything_default=0,
@@ -131,9 +188,32 @@ def _make_cli(command: str, model_class, data_class, args: list[str], max_epochs
     )
 
 
+# How a collective fails when another process of the run is gone (gloo on CPU, NCCL on GPU).
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted",
+              "Watchdog caught collective operation timeout", "NCCL error")
+
+
 def _fit(cli: MAECLI) -> float:
     start = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.resume_path())
+    trainer = cli.trainer
+    ckpt_path = cli.resume_path()
+    # A checkpoint is data: resuming never runs code from it (torch.load(weights_only=True); maelib's hold none).
+    safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+    try:
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, **safe)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"refused to resume from {ckpt_path}: it holds Python objects beyond tensors and plain containers, and "
+            "unpickling them could run arbitrary code. Checkpoints written by maelib never do; resume from one of "
+            f"those (--resume last), or load just the weights of a trusted file. Details: {e}") from e
+    except RuntimeError as e:
+        if trainer.world_size > 1 and any(s in str(e) for s in _PEER_LOST):
+            raise RuntimeError(
+                f"process {trainer.global_rank} of {trainer.world_size} lost contact with another process of this run, "
+                "which stopped (an error, out of memory, or killed: its own message, if it could write one, is "
+                "above), so the whole run stops. Fix the cause and continue with --resume last. "
+                f"The communication error was: {e}") from e
+        raise
     return time.perf_counter() - start
 
 

@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
+
+from .rng import AUGMENT, ORDER, BatchKey, keyed_generator
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,8 @@ class TensorImageDataset(Dataset):
     `transform` works on whole batches: uint8 (B, C, H, W) -> float (B, C', H', W') (see `BatchTransform`);
     the DataLoader fetches a batch of indices at once (`__getitems__`), so augmentation costs one vectorised
     call per batch instead of one call per image. Without a transform images come back as float in [0, 1].
+    A batch of indices from `ResumableBatchSampler` carries its `BatchKey`, and the transform draws its
+    augmentation from it (see `BatchTransform`) rather than from the global RNG.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int],
@@ -216,9 +220,14 @@ class TensorImageDataset(Dataset):
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C', H', W') float and labels (B,) for a list of indices, transformed together."""
-        idx = torch.as_tensor(indices, dtype=torch.int64)
+        idx = torch.as_tensor(list(indices), dtype=torch.int64)
         imgs = self.images[idx]
-        return (self.transform(imgs) if self.transform else imgs.float() / 255), self.labels[idx]
+        if not self.transform:
+            return imgs.float() / 255, self.labels[idx]
+        key = getattr(indices, "key", None)
+        if key is not None and isinstance(self.transform, BatchTransform):
+            return self.transform(imgs, key=key), self.labels[idx]
+        return self.transform(imgs), self.labels[idx]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
         imgs, labels = self.batch(indices)
@@ -281,6 +290,20 @@ class ImageFileDataset(Dataset):
         except (OSError, SyntaxError, ValueError) as e:
             raise RuntimeError(f"cannot decode image {path}: {e}; remove or replace the file") from e
         return self.transform(img), label
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """A batch. With a `BatchKey` (from `ResumableBatchSampler`) each image's random transform is seeded
+        from (key, its row in the global batch): the same on any number of processes or workers, and after a
+        resume. The per-image transforms draw from torch's global RNG, so it is seeded inside a fork."""
+        key: BatchKey | None = getattr(indices, "key", None)
+        if key is None:
+            return [self[i] for i in indices]
+        out = []
+        for row, i in enumerate(indices, start=key.rows.start):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key.seed_for(AUGMENT, row))
+                out.append(self[i])
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -362,25 +385,40 @@ def train_transform(*, img_size: int, in_chans: int, mean: Sequence[float], std:
     return v2.Compose([v2.ToImage(), *geometry, ToModelInput(in_chans, mean, std)])
 
 
-def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float] = (0.2, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True) -> torch.Tensor:
-    """RandomResizedCrop (+ horizontal flip) for a whole batch in one `grid_sample`: x (N, C, H, W) float ->
-    (N, C, size, size). Each image gets its own crop of area fraction in `scale`, aspect ratio in `ratio`
-    (log-uniform), resampled bicubically. Unlike torchvision, a crop that does not fit is clipped to the image
-    rather than drawn again."""
-    n, c, h, w = x.shape
-    area = torch.empty(n).uniform_(*scale) * h * w
-    aspect = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
+def crop_params(n: int, h: int, w: int, scale: tuple[float, float] = (0.2, 1.0),
+                ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crops (+ flips) of n images h x w as affine matrices theta (n, 2, 3) for `F.affine_grid`.
+
+    Drawn from `generator` (the global RNG if None) in a fixed order, so a seeded generator gives the same
+    crops for row i of a batch whatever else is in the batch."""
+    area = torch.empty(n).uniform_(*scale, generator=generator) * h * w
+    aspect = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).exp()
     crop_w = (area * aspect).sqrt().clamp(max=w)
     crop_h = (area / aspect).sqrt().clamp(max=h)
-    left, top = torch.rand(n) * (w - crop_w), torch.rand(n) * (h - crop_h)
-    sign = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    left = torch.rand(n, generator=generator) * (w - crop_w)
+    top = torch.rand(n, generator=generator) * (h - crop_h)
+    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
     # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1]
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = sign * crop_w / w
     theta[:, 0, 2] = (2 * left + crop_w) / w - 1
     theta[:, 1, 1] = crop_h / h
     theta[:, 1, 2] = (2 * top + crop_h) / h - 1
+    return theta
+
+
+def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float] = (0.2, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True, *,
+                        theta: torch.Tensor | None = None) -> torch.Tensor:
+    """RandomResizedCrop (+ horizontal flip) for a whole batch in one `grid_sample`: x (N, C, H, W) float ->
+    (N, C, size, size). Each image gets its own crop of area fraction in `scale`, aspect ratio in `ratio`
+    (log-uniform), resampled bicubically. Unlike torchvision, a crop that does not fit is clipped to the image
+    rather than drawn again. `theta` (N, 2, 3) gives the crops (see `crop_params`) instead of drawing them
+    from the global RNG."""
+    n, c, h, w = x.shape
+    if theta is None:
+        theta = crop_params(n, h, w, scale, ratio, flip)
     grid = F.affine_grid(theta.to(x), [n, c, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
 
@@ -390,6 +428,9 @@ class BatchTransform:
 
     augment: "mae" (random resized crop + flip, `random_resized_crop`), "flip" (resize + random flip) or "none"
     (resize the short side + centre crop, the eval transform). Same meaning as `train_transform`.
+    With a `BatchKey` the random parameters of the whole global batch are drawn from the key's generator and
+    this process's rows are kept: row i of global batch t is augmented the same on 1 or N processes, and
+    after a resume. Without a key they come from the global RNG.
     """
 
     def __init__(self, *, img_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float],
@@ -399,15 +440,20 @@ class BatchTransform:
         self.img_size, self.augment, self.crop_scale = img_size, augment, tuple(crop_scale)
         self.to_input = ToModelInput(in_chans, mean, std)
 
-    def __call__(self, imgs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, imgs: torch.Tensor, key: BatchKey | None = None) -> torch.Tensor:
         x = self.to_input(imgs)  # (N, in_chans, H, W) normalised
+        if key is not None and key.batch_size != len(x):
+            raise ValueError(f"the batch key is for {key.batch_size} images per process, got {len(x)}")
+        g = key.generator(AUGMENT) if key is not None else None
+        n, rows = (key.global_size, key.rows) if key is not None else (len(x), slice(None))
         if self.augment == "mae":
-            return random_resized_crop(x, self.img_size, self.crop_scale, flip=True)
+            theta = crop_params(n, *x.shape[-2:], self.crop_scale, flip=True, generator=g)[rows]
+            return random_resized_crop(x, self.img_size, theta=theta)
         if x.shape[-2:] != (self.img_size, self.img_size):
             x = v2.functional.center_crop(v2.functional.resize(
                 x, self.img_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), self.img_size)
         if self.augment == "flip":
-            flip = torch.rand(len(x)) < 0.5
+            flip = (torch.rand(n, generator=g) < 0.5)[rows]
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         return x
 
@@ -423,6 +469,133 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     out = images * torch.tensor(std, dtype=images.dtype, device=images.device).view(shape)
     out = out + torch.tensor(mean, dtype=images.dtype, device=images.device).view(shape)
     return out.clamp(0, 1) if clamp else out
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+class KeyedBatch(list):
+    """A list of dataset indices that knows which batch it is: `key`, a `BatchKey`."""
+
+    def __init__(self, indices: Sequence[int], key: BatchKey) -> None:
+        super().__init__(indices)
+        self.key = key
+
+
+class EpochOrder(Sampler[int]):
+    """The order of the images in each epoch: a permutation of range(num_samples) drawn from (seed, epoch), or
+    range(num_samples) itself without `shuffle`. `set_epoch` picks the epoch (Lightning calls it on
+    `loader.batch_sampler.sampler` at the start of every epoch)."""
+
+    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.num_samples, self.seed, self.shuffle, self.epoch = num_samples, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self, epoch: int | None = None) -> torch.Tensor:
+        epoch = self.epoch if epoch is None else epoch
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        return torch.randperm(self.num_samples, generator=keyed_generator(self.seed, epoch, ORDER))
+
+    def __iter__(self):
+        return iter(self.permutation().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ResumableBatchSampler:
+    """The training order: a seeded permutation per epoch (`EpochOrder`), cut into global batches shared out over
+    processes, resumable in the middle of an epoch.
+
+    Epoch e visits the images in the order of a permutation drawn from (seed, e). Global batch t is positions
+    [t * G, (t + 1) * G) of it, G = batch_size * world_size, and process `rank` takes positions
+    [rank * batch_size, (rank + 1) * batch_size) of each, so the union over processes of step t is the
+    single-process batch t of size G. The incomplete last global batch is dropped. Each batch is a `KeyedBatch`
+    whose `BatchKey` the dataset draws the augmentation from (and the training module the masks).
+
+    Resume: `state_dict()` says how many batches of which epoch are done; after `load_state_dict()` the next
+    pass over that epoch starts after them. The count comes from `progress`, a callable returning (epoch,
+    batches done) -- `MAEDataModule` reads Lightning's loop counters, which count batches *trained*, not the
+    ones that DataLoader workers fetched ahead -- or, without it, from the batches this sampler yielded.
+    Under Lightning use `Trainer(use_distributed_sampler=False)` with several processes (the maelib CLI's
+    default): this sampler does the sharding, and Lightning cannot put a DistributedSampler inside it.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1, progress: Callable[[], tuple[int, int]] | None = None) -> None:
+        if num_samples < 0 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need num_samples >= 0, batch_size >= 1 and 0 <= rank < world_size; got "
+                             f"{num_samples}, {batch_size}, rank {rank} of {world_size}")
+        self.sampler = EpochOrder(num_samples, seed, shuffle)
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.rank, self.world_size, self.progress = rank, world_size, progress
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done): where the next pass over it starts
+        self._yielded = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
+    def __len__(self) -> int:
+        """Batches per epoch (for each process)."""
+        return self.num_samples // self.global_batch_size
+
+    def key(self, epoch: int, index: int) -> BatchKey:
+        """The key of global batch `index` of `epoch`, as this process sees it."""
+        return BatchKey(self.seed, epoch, index, self.batch_size, self.rank, self.world_size)
+
+    def __iter__(self):
+        epoch = self.epoch  # read when iteration starts, after set_epoch / load_state_dict
+        start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        order, g, b = self.sampler.permutation(epoch), self.global_batch_size, self.batch_size
+        self._yielded = start
+        for t in range(start, len(self)):
+            first = t * g + self.rank * b
+            self._yielded = t + 1
+            yield KeyedBatch(order[first : first + b].tolist(), self.key(epoch, t))
+        if self._resume is not None and self._resume[0] == epoch:
+            self._resume = None  # that epoch is done: another pass over it is a whole one
+
+    def state_dict(self) -> dict:
+        epoch, done = self.progress() if self.progress is not None else (self.epoch, self._yielded)
+        return {"epoch": int(epoch), "batches_done": int(done), "seed": self.seed, "num_samples": self.num_samples,
+                "global_batch_size": self.global_batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (see `state_dict`): the next pass over its epoch skips the batches done."""
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        saved = (state.get("seed"), state.get("num_samples"), state.get("global_batch_size"))
+        now = (self.seed, self.num_samples, self.global_batch_size)
+        if done and saved != now:
+            raise ValueError(
+                f"the checkpoint was written {done} batches into epoch {epoch} of a run with seed={saved[0]}, "
+                f"{saved[1]} training images and a global batch of {saved[2]} (batch_size x processes); this run "
+                f"has seed={now[0]}, {now[1]} images and {now[2]}, so it cannot continue that epoch. Resume with "
+                "the same --data.seed, --data.train_subset, --data.batch_size and number of devices, or from a "
+                "checkpoint written at the end of an epoch.")
+        if done >= len(self):  # written at the end of an epoch: go on with the next one
+            epoch, done = epoch + 1, 0
+        self.set_epoch(epoch)  # Lightning sets it again before the epoch starts; this covers loaders iterated earlier
+        self._resume, self._yielded = (epoch, done), done
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a `ResumableBatchSampler`. Its `state_dict`/`load_state_dict` (the sampler's) tell
+    Lightning that it can resume in the middle of an epoch."""
+
+    def state_dict(self) -> dict:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------------------- Lightning
@@ -455,6 +628,18 @@ class MAEDataModule(L.LightningDataModule):
         stl10_unlabeled, N of the labelled and N of the unlabelled images).
     stl10_unlabeled: pretrain on STL-10's train + 100k unlabelled images (the labelled loader keeps the 5k).
     min_classes: raise if the dataset (or the labelled train subset) has fewer classes, e.g. for probing.
+    seed: picks the subsets and the held-out images, and keys the training randomness: the order of the images
+        in each epoch, their augmentation, and the masks that `MAEPretrainModule` draws (see `maelib.rng`).
+
+    Training batches come from a `ResumableBatchSampler`: the same seed gives the same batches, augmentations
+    and masks whether the run is resumed mid-epoch or not, and on 1 or N processes with the same global batch
+    (batch_size x processes). With several processes give the Trainer `use_distributed_sampler=False` (the
+    maelib CLI does). The datamodule's `state_dict` (saved in Lightning checkpoints) records how far the epoch
+    got. Validation and test loaders are not sharded: each process evaluates all of them.
+
+    Image folders: files that PIL cannot read are skipped with a warning naming how many (they are listed in
+    `skipped_files`); a file that passes the check but fails to decode (e.g. a truncated JPEG) stops the run with
+    an error naming it.
     """
 
     def __init__(self, *, dataset: str = "fashion_mnist", root: str | Path | None = None, img_size: int = 28,
@@ -484,6 +669,8 @@ class MAEDataModule(L.LightningDataModule):
         self.skipped_files: list[str] = []  # imagefolder files that could not be read
         self._class_names: list[str] | None = None
         self._built = False
+        self._train_sampler: ResumableBatchSampler | None = None
+        self._resume_state: dict | None = None  # from a checkpoint, for the next train_dataloader()
 
     # ---------------------------------------------------------------- properties
     @property
@@ -589,15 +776,60 @@ class MAEDataModule(L.LightningDataModule):
                              f"or raise train_subset")
 
     # ---------------------------------------------------------------- loaders
-    def _loader(self, name: str, *, train: bool = False) -> DataLoader:
+    def _loader(self, name: str) -> DataLoader:
+        """An evaluation loader: in order, every image (not sharded over processes)."""
         self.setup()  # a no-op once built; lets notebooks skip the Trainer
         n = self.hparams.num_workers
-        return DataLoader(getattr(self, name), batch_size=self.hparams.batch_size, shuffle=train, drop_last=train,
+        return DataLoader(getattr(self, name), batch_size=self.hparams.batch_size, shuffle=False,
                           num_workers=n, persistent_workers=n > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        """Augmented, shuffled, incomplete last batch dropped."""
-        return self._loader("train_set", train=True)
+        """Augmented, shuffled by a `ResumableBatchSampler` (seeded order per epoch, shared out over processes,
+        resumable mid-epoch), incomplete last global batch dropped."""
+        self.setup()
+        h = self.hparams
+        rank, world = self._process()
+        progress = self._progress if self.trainer is not None else None
+        sampler = ResumableBatchSampler(len(self.train_set), h.batch_size, seed=h.seed, rank=rank, world_size=world,
+                                        progress=progress)
+        if len(sampler) == 0:
+            raise ValueError(f"batch_size={h.batch_size} x {world} processes = {sampler.global_batch_size} images per "
+                             f"step is more than the {len(self.train_set)} training images: lower batch_size or "
+                             "raise train_subset")
+        if self._resume_state:  # once: a later fit of this datamodule starts afresh
+            sampler.load_state_dict(self._resume_state)
+            self._resume_state = None
+        self._train_sampler = sampler
+        n = h.num_workers
+        return ResumableDataLoader(self.train_set, batch_sampler=sampler, num_workers=n, persistent_workers=n > 0,
+                                   pin_memory=torch.cuda.is_available())
+
+    def _process(self) -> tuple[int, int]:
+        """(rank, world size) of this process: the Trainer's, else torch.distributed's, else (0, 1)."""
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _progress(self) -> tuple[int, int]:
+        """(epoch, training batches done in it), from the Trainer's loop counters."""
+        trainer = self.trainer
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    # ---------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        """Saved in Lightning checkpoints: where the training order stands (see `ResumableBatchSampler`)."""
+        return {"train_sampler": self._train_sampler.state_dict()} if self._train_sampler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Called by Lightning on resume, before the train loader is built (for DDP and single-device runs; for
+        strategies that restore after setup, the loader already exists and its sampler is updated)."""
+        resume = state.get("train_sampler")
+        if resume and self._train_sampler is not None:
+            self._train_sampler.load_state_dict(resume)
+        else:
+            self._resume_state = resume
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val_set")

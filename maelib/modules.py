@@ -6,21 +6,33 @@
   label smoothing, optional partial fine-tuning; or the same recipe from random initialisation.
 
 Devices, precision (bf16 on GPU), several GPUs or nodes (DDP, FSDP, SLURM, torchrun) are the Trainer's job.
+
+Randomness in training is keyed by (seed, epoch, global batch) when the batches come from `MAEDataModule`
+(see `maelib.rng`): the masks of MAEPretrainModule are drawn from the batch's key, and the classifiers reseed
+torch's and numpy's global RNGs from it at every step (drop path, mixup/cutmix). A run resumed mid-epoch thus
+repeats the uninterrupted one, and the masks do not depend on the number of processes.
+
+Each module checks at `setup` that the data fit it (image size, channels, classes, labels, batch size) and
+says which flag to change, before any training.
 """
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import load_model
 from .convert import to_timm_vit
+from .data import ImageFileDataset, ResumableBatchSampler, TensorImageDataset
 from .evaluate import linear_probe_head
+from .masking import check_mask_ratio
 from .model import MaskedAutoencoder
 from .optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine_scheduler, weight_decay_groups
 from .registry import create_model
+from .rng import MASK, STEP, BatchKey, fixed_noise
 
 
 class ScheduledModule(L.LightningModule):
@@ -47,6 +59,52 @@ class ScheduledModule(L.LightningModule):
     def log_lr(self) -> None:
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
 
+    def batch_key(self, batch_idx: int) -> BatchKey | None:
+        """The key of the training batch being processed, when the batches come from a `ResumableBatchSampler`
+        (MAEDataModule): its epoch is the trainer's and its index `batch_idx`, which Lightning restores on a
+        resume to the batch the sampler resumes at. None for other loaders."""
+        trainer = self._trainer
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None) if trainer is not None else None
+        if not isinstance(sampler, ResumableBatchSampler):
+            return None
+        return sampler.key(trainer.current_epoch, batch_idx)
+
+    def attached_datamodule(self):
+        """The trainer's datamodule, or None."""
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+
+def _data_hparam(datamodule, name: str):
+    value = getattr(datamodule, name, None)
+    if value is None:
+        value = (getattr(datamodule, "hparams", None) or {}).get(name)
+    return value
+
+
+def check_input_fits(img_size: int, in_chans: int, datamodule, model_fix: str) -> None:
+    """Raise if `datamodule` makes images of another size or channel count than the model takes."""
+    d_size, d_chans = _data_hparam(datamodule, "img_size"), _data_hparam(datamodule, "in_chans")
+    if d_size is None or d_chans is None or (d_size, d_chans) == (img_size, in_chans):
+        return
+    raise ValueError(
+        f"the data are {d_size}x{d_size} images with {d_chans} channel(s) but the model takes {img_size}x{img_size} "
+        f"images with {in_chans}: set --data.img_size {img_size} --data.in_chans {in_chans} (MAEDataModule(img_size="
+        f"{img_size}, in_chans={in_chans})) to resize/convert the images, or {model_fix}"
+    )
+
+
+def train_labels(datamodule) -> torch.Tensor | None:
+    """The labels of a datamodule's training set (MAEDataModule, FeatureDataModule), or None if unknown."""
+    ds = getattr(datamodule, "train_set", None)
+    if isinstance(ds, TensorImageDataset):
+        return ds.labels
+    if isinstance(ds, ImageFileDataset):
+        return torch.tensor([label for _, label in ds.samples], dtype=torch.int64)
+    features = getattr(datamodule, "features", None)
+    if isinstance(features, dict) and "train" in features:
+        return features["train"][1]
+    return None
+
 
 def check_loss(loss: torch.Tensor, step: int) -> None:
     """Stop at once on a NaN or inf loss, before it reaches the weights (and so any later checkpoint)."""
@@ -72,22 +130,48 @@ class MAEPretrainModule(ScheduledModule):
         mask_ratio: float | None = None,
     ) -> None:
         super().__init__()
+        if mask_ratio is not None:
+            check_mask_ratio(mask_ratio)
         self.save_hyperparameters()
         self.model: MaskedAutoencoder = create_model(arch, **(arch_overrides or {}))
 
+    def setup(self, stage: str) -> None:
+        c = self.model.config
+        if (dm := self.attached_datamodule()) is not None:
+            check_input_fits(c.img_size, c.in_chans, dm, f"build the model for them (--model.arch_overrides "
+                             f"'{{img_size: {_data_hparam(dm, 'img_size')}, in_chans: {_data_hparam(dm, 'in_chans')}}}', "
+                             f"a multiple of patch_size={c.patch_size})")
+
+    def masking_noise(self, imgs: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        """Per-patch noise (N, L) for this training batch, from its key: the noise of the whole global batch is
+        drawn and this process's rows kept, so 1 or N processes mask image i of batch t alike. None (the model
+        draws from the global RNG) when the batches carry no key."""
+        key = self.batch_key(batch_idx)
+        if key is None:
+            return None
+        if key.batch_size != imgs.shape[0]:
+            raise RuntimeError(f"batch {batch_idx} has {imgs.shape[0]} images but its sampler makes batches of "
+                               f"{key.batch_size}")
+        ratio = self.model.config.mask_ratio if self.hparams.mask_ratio is None else self.hparams.mask_ratio
+        noise = self.model.make_noise(key.global_size, ratio, generator=key.generator(MASK))
+        return noise[key.rows].to(imgs.device)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
-        loss, _, _ = self.model(imgs, mask_ratio=self.hparams.mask_ratio)
+        noise = self.masking_noise(imgs, batch_idx)
+        loss, _, _ = self.model(imgs, mask_ratio=self.hparams.mask_ratio, noise=noise)
         check_loss(loss, self.global_step)
-        self.log("train/loss", loss, prog_bar=True)
+        # averaged over processes: with DDP the logged curve is the global batch's loss, as on one process
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         self.log_lr()
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
-        # The same masks every epoch, so validation losses are comparable across epochs.
-        g = torch.Generator().manual_seed(batch_idx)
-        noise = torch.rand(imgs.shape[0], self.model.config.num_patches, generator=g).to(imgs.device)
+        # The same mask for validation image i every epoch, whatever the batch size or number of processes, so
+        # validation losses are comparable across epochs and runs. (Uniform noise: the paper's random masking.)
+        per_batch = getattr(self.trainer.val_dataloaders, "batch_size", None) or imgs.shape[0]
+        noise = fixed_noise(batch_idx * per_batch, imgs.shape[0], self.model.config.num_patches).to(imgs.device)
         loss, _, _ = self.model(imgs, mask_ratio=self.hparams.mask_ratio, noise=noise)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
 
@@ -118,8 +202,43 @@ class ClassifierModule(ScheduledModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def setup(self, stage: str) -> None:
+        if (dm := self.attached_datamodule()) is not None:
+            self.check_data(dm, stage)
+
+    def check_data(self, datamodule, stage: str) -> None:
+        """Raise before training if the dataset's classes or labels do not fit the head."""
+        num_classes = self.hparams.num_classes
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and data_classes != num_classes:
+            raise ValueError(
+                f"the head has num_classes={num_classes} outputs but the dataset has {data_classes} classes: set "
+                f"--model.num_classes {data_classes} ({type(self).__name__}(num_classes={data_classes})), or use a "
+                f"dataset with {num_classes} classes")
+        labels = train_labels(datamodule)
+        if stage == "fit" and labels is not None and len(labels):
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0:
+                raise ValueError(
+                    f"the training set holds unlabelled images (label {low}), e.g. STL-10's unlabeled split: "
+                    "classification needs labels: set --data.stl10_unlabeled false")
+            if high >= num_classes:
+                raise ValueError(
+                    f"the training labels go up to {high} but the head has num_classes={num_classes} outputs (labels "
+                    f"0..{num_classes - 1}): set --model.num_classes {high + 1} or fix the labels")
+
+    def reseed_step(self, batch_idx: int) -> None:
+        """Reseed torch's and numpy's global RNGs from the batch key (drop path, mixup/cutmix), so this step's
+        randomness does not depend on what ran before it (e.g. a resume). Each process gets its own seed."""
+        key = self.batch_key(batch_idx)
+        if key is not None:
+            seed = key.seed_for(STEP, key.rank)
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        self.reseed_step(batch_idx)
         if self.mixup is not None:
             x, soft = self.mixup(x, y)  # mixed images, smoothed one-hot targets
             loss = torch.sum(-soft * F.log_softmax(self(x), dim=-1), dim=-1).mean()
@@ -166,6 +285,29 @@ class LinearProbeModule(ClassifierModule):
         self.save_hyperparameters()
         self.net = linear_probe_head(feature_dim, num_classes)
 
+    def check_data(self, datamodule, stage: str) -> None:
+        super().check_data(datamodule, stage)
+        feature_dim = getattr(datamodule, "feature_dim", None)
+        if feature_dim is not None and feature_dim != self.hparams.feature_dim:
+            raise ValueError(f"the features have {feature_dim} dimensions but the probe takes feature_dim="
+                             f"{self.hparams.feature_dim}: set --model.feature_dim {feature_dim}")
+        if stage != "fit":
+            return
+        batch = _data_hparam(datamodule, "batch_size")
+        if batch is not None and batch < 2:
+            raise ValueError(f"batch_size={batch}: the probe's BatchNorm needs at least 2 samples per batch to train "
+                             "(it normalises with the batch's statistics): set --data.batch_size 2 or more")
+        labels = train_labels(datamodule)
+        if labels is not None and len(labels) < 2:
+            raise ValueError(f"{len(labels)} training sample: the probe's BatchNorm needs at least 2 to train; "
+                             "raise --data.train_subset")
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if len(batch[0]) < 2:
+            raise ValueError("a training batch of 1 sample: the probe's BatchNorm needs at least 2 to train. Use a "
+                             "batch size of 2 or more, and drop an incomplete last batch of 1 (drop_last=True)")
+        return super().training_step(batch, batch_idx)
+
     def configure_optimizers(self):
         h = self.hparams
         lr = scaled_lr(h.base_lr, self.effective_batch())
@@ -209,6 +351,7 @@ class FineTuneModule(ClassifierModule):
             mae = create_model(arch, **(arch_overrides or {}))
         else:
             raise ValueError("give a pretrained `checkpoint`, or an `arch` to fine-tune from random initialisation")
+        self.input_size = (mae.config.img_size, mae.config.in_chans, mae.config.patch_size)
         self.net = to_timm_vit(mae, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path)
         if mixup > 0 or cutmix > 0:
             from timm.data import Mixup
@@ -216,6 +359,17 @@ class FineTuneModule(ClassifierModule):
             self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
         if train_last_blocks is not None:
             self.freeze_all_but_last(train_last_blocks)
+
+    def check_data(self, datamodule, stage: str) -> None:
+        img_size, in_chans, patch = self.input_size
+        check_input_fits(img_size, in_chans, datamodule, f"build the encoder for them: --model.arch_overrides "
+                         f"'{{img_size: {_data_hparam(datamodule, 'img_size')}}}' (a multiple of patch_size={patch}; "
+                         "position embeddings are resized; the channel count of a pretrained encoder is fixed)")
+        super().check_data(datamodule, stage)
+        batch = _data_hparam(datamodule, "batch_size")
+        if stage == "fit" and self.mixup is not None and batch is not None and batch % 2:
+            raise ValueError(f"mixup/cutmix pair each image with another of its batch and need an even batch size, "
+                             f"got batch_size={batch}: set --data.batch_size {batch + 1}")
 
     def freeze_all_but_last(self, k: int) -> None:
         depth = len(self.net.blocks)

@@ -179,3 +179,12 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     metrics = read_metrics(run)
     assert metrics["steps"] == 4  # 512 images split over 2 processes, batch 64 each
     assert math.isfinite(metrics["train/loss"])
+
+
+def test_demo_trains_and_saves_figures(tmp_path):
+    from maelib.demo import main as demo
+
+    summary = demo(["--steps", "3", "--out", str(tmp_path)])
+    assert summary["steps"] == 3 and math.isfinite(summary["val_loss"])
+    for name in ("reconstruction_before.png", "reconstruction_after.png", "model.safetensors", "summary.json"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -1,0 +1,83 @@
+"""Randomness as a function of *what* is drawn, not of *when*: keyed generators for training.
+
+Training draws three kinds of random numbers: the order of the images in each epoch, their augmentation and
+the masks. Drawn from the global torch RNG they depend on everything else that touched it before (the
+DataLoader's prefetching, the number of processes, a resume), so a resumed or a multi-process run cannot
+repeat an uninterrupted single-process one. Here each draw gets its own generator, seeded from a key that
+names the draw:
+
+    order of epoch e           keyed_generator(seed, e, ORDER)
+    augmentation of batch t    keyed_generator(seed, e, t, AUGMENT)   (t: the global batch within epoch e)
+    masks of batch t           keyed_generator(seed, e, t, MASK)
+
+A global batch of `batch_size * world_size` images is drawn as a whole and each process takes its rows, so
+the union over processes of step t equals the single-process batch t of the same global size, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import torch
+
+# Streams: one per kind of draw, so that the same (seed, epoch, batch) never gives two uses the same numbers.
+ORDER, AUGMENT, MASK, STEP, FIXED = 0, 1, 2, 3, 4
+
+
+def key_seed(*keys: int) -> int:
+    """A 63-bit seed from a tuple of integers (blake2b of their 64-bit encoding): the same on every process,
+    machine and Python version, and unrelated for neighbouring keys (unlike seed + epoch)."""
+    digest = hashlib.blake2b(struct.pack(f"<{len(keys)}q", *(int(k) for k in keys)), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def keyed_generator(*keys: int) -> torch.Generator:
+    """A CPU torch.Generator seeded with `key_seed(*keys)`."""
+    return torch.Generator().manual_seed(key_seed(*keys))
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Which batch this is: global batch `index` of `epoch` under `seed`, and this process's share of it.
+
+    The global batch has `batch_size * world_size` rows; process `rank` holds rows
+    [rank * batch_size, (rank + 1) * batch_size).
+    """
+
+    seed: int
+    epoch: int
+    index: int
+    batch_size: int
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def global_size(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
+    def rows(self) -> slice:
+        """This process's rows of the global batch."""
+        return slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+
+    def seed_for(self, stream: int, *extra: int) -> int:
+        return key_seed(self.seed, self.epoch, self.index, stream, *extra)
+
+    def generator(self, stream: int) -> torch.Generator:
+        """A generator for one kind of draw (AUGMENT, MASK, ...) of this global batch, the same on every process."""
+        return torch.Generator().manual_seed(self.seed_for(stream))
+
+
+def fixed_noise(start: int, n: int, num_patches: int, seed: int = 0, chunk: int = 256) -> torch.Tensor:
+    """Rows start..start+n of an endless table of uniform noise (rows, num_patches), the same for every call:
+    row i is image i's, whatever the batch size or the number of processes. Drawn in keyed chunks of `chunk`
+    rows, so a batch costs at most a chunk more than its own rows. -> (n, num_patches)"""
+    if n <= 0:
+        return torch.empty(0, num_patches)
+    first, last = start // chunk, (start + n - 1) // chunk
+    table = torch.cat([torch.rand(chunk, num_patches, generator=keyed_generator(seed, c, num_patches, FIXED))
+                       for c in range(first, last + 1)])
+    offset = start - first * chunk
+    return table[offset : offset + n]
