@@ -28,7 +28,7 @@ FASHION_MNIST_FILES   := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
                          t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install data test run demo strip lab clean distclean
+.PHONY: help venv install data browser test run demo strip lab clean distclean
 
 help:
 	@echo "make run        install (first time), fetch data, run the notebook suite into runs/suite"
@@ -39,6 +39,7 @@ help:
 	@echo "make lab        start JupyterLab in notebooks/"
 	@echo "make install    create $(VENV) and pip install -e '.[$(EXTRAS)]'"
 	@echo "make data       install Fashion-MNIST (Debian package) if it is missing"
+	@echo "make browser    install Chromium (Debian package) for the browser test if it is missing"
 	@echo "make clean      remove runs/ and caches (keeps $(VENV))"
 	@echo "make distclean  clean, and remove $(VENV) too"
 
@@ -83,7 +84,25 @@ data:
 	echo "     - or, with internet access, let torchvision download it the first time it is needed."; \
 	echo ">> continuing without it"
 
-test: install data
+# The browser test (tests/test_browser.py) drives JupyterLab with the system's Chromium.
+browser:
+	@set -u; \
+	for b in chromium chromium-browser google-chrome; do \
+		if command -v $$b >/dev/null 2>&1; then echo ">> browser test: using $$(command -v $$b)"; exit 0; fi; \
+	done; \
+	if [ -n "$${MAELIB_SKIP_BROWSER:-}" ]; then echo ">> browser test: left out (MAELIB_SKIP_BROWSER is set)"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo ">> browser test: installing the Debian package chromium"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		if apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; then \
+			echo ">> browser test: installed $$(command -v chromium)"; exit 0; \
+		fi; \
+		echo ">> browser test: apt-get could not install chromium"; \
+	fi; \
+	echo ">> browser test: no Chromium found. Install it (Debian/Ubuntu: sudo apt-get install chromium)"; \
+	echo "   or run the tests with MAELIB_SKIP_BROWSER=1 to leave the browser test out (it fails otherwise)."
+
+test: install data browser
 	@echo ">> running the tests"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
