@@ -3,6 +3,7 @@ weights, same inputs, measured side by side in one run.
 
     python benchmarks/bench.py --device cuda                    # ViT-B/16 and ViT-L/16, sweeps, on a GPU
     python benchmarks/bench.py --device cpu --preset teaching   # the teaching sizes on a laptop CPU
+    python benchmarks/bench.py --device cpu --preset teaching --max-batch 256   # leave out the batch-1024 case
     python benchmarks/bench.py --smoke                          # a few tiny steps: checks the script runs
 
 One step = forward, loss, backward, AdamW step (fused on CUDA). Reported per case: images/s (median over timed
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default on GPU)")
     parser.add_argument("--smoke", action="store_true", help="tiny and quick: checks that everything runs")
+    parser.add_argument("--max-batch", type=int, default=None, help="skip the preset's cases above this batch size")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default benchmarks/results/...)")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {"env": environment(args), "matmul_tflops": matmul_rate(args.device, args.amp), "rows": []}
     for arch, overrides, batch, ratios in PRESETS[args.preset]:
+        if args.max_batch is not None and batch > args.max_batch:
+            continue
         ours, theirs = build(arch, overrides, args.device)
         for ratio in ratios:
             for impl in args.impls:
