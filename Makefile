@@ -90,7 +90,7 @@ browser:
 	for b in chromium chromium-browser google-chrome; do \
 		if command -v $$b >/dev/null 2>&1; then echo ">> browser test: using $$(command -v $$b)"; exit 0; fi; \
 	done; \
-	if [ -n "$${MAELIB_SKIP_BROWSER:-}" ]; then echo ">> browser test: left out (MAELIB_SKIP_BROWSER is set)"; exit 0; fi; \
+	if [ "$${MAELIB_SKIP_BROWSER:-}" = 1 ]; then echo ">> browser test: left out (MAELIB_SKIP_BROWSER=1)"; exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo ">> browser test: installing the Debian package chromium"; \
 		export DEBIAN_FRONTEND=noninteractive; \

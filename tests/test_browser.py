@@ -6,7 +6,7 @@ mask-ratio slider, drag it, and see the picture change. The checks:
 - every code cell ran and none produced an error output (read from JupyterLab's own notebook model);
 - the slider and the picture widget render (ipywidgets' front end is installed and talks to the kernel);
 - dragging the slider with the mouse changes its readout and, after the kernel redraws, the displayed image
-  (the PNG bytes differ, and so do screenshots taken before and after).
+  (the image widget gets new PNG data, and screenshots taken before and after differ).
 
 Screenshots land in runs/browser/ (slider_before.png, slider_after.png, notebook.png) for people to look at.
 
