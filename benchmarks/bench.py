@@ -31,21 +31,27 @@ import maelib
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# (arch, overrides, batch, mask ratios); "~0" is one masked patch, so both losses stay defined
+# (arch, overrides, batch, mask ratios, impls or None for --impls); "~0" is one masked patch, so both losses stay
+# defined. Compiled variants only where they answer a target: each costs about a minute of compilation on a GPU.
+EAGER = ("transformers", "maelib")
+COMPILED = (*EAGER, "maelib+compile")
 PRESETS = {
     "paper": [
-        ("mae_vit_base_patch16", {}, 256, (0.75, "~0")),
-        ("mae_vit_large_patch16", {}, 256, (0.75, "~0")),
-        ("mae_vit_base_patch16", {}, 512, (0.75,)),
-        ("mae_vit_base_patch16", {"img_size": 448}, 64, (0.75,)),
+        ("mae_vit_base_patch16", {}, 256, (0.75,), COMPILED),
+        ("mae_vit_base_patch16", {}, 256, ("~0",), EAGER),
+        ("mae_vit_large_patch16", {}, 256, (0.75,), COMPILED),
+        ("mae_vit_large_patch16", {}, 256, ("~0",), EAGER),
+        ("mae_vit_base_patch16", {}, 512, (0.75,), EAGER),
+        ("mae_vit_base_patch16", {"img_size": 448}, 64, (0.75,), EAGER),
     ],
-    "teaching": [
-        ("mae_vit_mini_patch4_28", {}, 256, (0.75,)),
-        ("mae_vit_tiny_patch4_32", {}, 256, (0.75,)),
-        ("mae_vit_tiny_patch4_32", {"depth": 12, "decoder_depth": 4}, 1024, (0.75,)),
+    "teaching": [  # the issue's GPU teaching target first; --max-batch 256 leaves it out on a CPU
+        ("mae_vit_tiny_patch4_32", {"depth": 12, "decoder_depth": 4}, 1024, (0.75,), None),
+        ("mae_vit_mini_patch4_28", {}, 256, (0.75,), COMPILED),
+        ("mae_vit_tiny_patch4_32", {}, 256, (0.75,), COMPILED),
     ],
-    "smoke": [("mae_vit_mini_patch4_28", {"depth": 1}, 8, (0.75, "~0"))],
+    "smoke": [("mae_vit_mini_patch4_28", {"depth": 1}, 8, (0.75, "~0"), None)],
 }
+IMPLS = ("transformers", "maelib", "maelib+compile", "maelib+cudagraphs")
 
 
 def ratio_value(ratio, num_patches: int) -> float:
@@ -63,6 +69,7 @@ def build(arch: str, overrides: dict, device: str):
 
 def make_step(impl: str, model, imgs: torch.Tensor, ratio: float, amp: bool):
     """A closure running one training step of `model`."""
+    graphs = impl.endswith("cudagraphs")
     fused = imgs.device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=fused)
     autocast = torch.autocast(imgs.device.type, dtype=torch.bfloat16) if amp else nullcontext()
@@ -70,6 +77,8 @@ def make_step(impl: str, model, imgs: torch.Tensor, ratio: float, amp: bool):
         model.config.mask_ratio = ratio  # read by ViTMAEEmbeddings at every call
 
     def step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # a new training step: earlier graph outputs may be reused
         with autocast:
             loss = model(imgs, mask_ratio=ratio)[0] if impl.startswith("maelib") else model(pixel_values=imgs).loss
         loss.backward()
@@ -85,18 +94,28 @@ def sync(device: str) -> None:
 
 
 def time_steps(step, device: str, warmup: int, steps: int) -> tuple[list[float], float]:
-    """Seconds of each timed step, and the seconds the warm-up took (includes any compilation)."""
+    """Seconds of each timed step, and the seconds the warm-up took (includes any compilation).
+
+    On CUDA each step is timed by device events with no synchronisation in between, so the host runs ahead
+    as it does in training and launch overhead shows only where the GPU waits for it."""
     sync(device)
     start = time.perf_counter()
     for _ in range(warmup):
         step()
     sync(device)
     warmup_seconds = time.perf_counter() - start
+    if device == "cuda":
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+        events[0].record()
+        for i in range(steps):
+            step()
+            events[i + 1].record()
+        torch.cuda.synchronize()
+        return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(steps)], warmup_seconds
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         step()
-        sync(device)
         times.append(time.perf_counter() - t)
     return times, warmup_seconds
 
@@ -134,9 +153,11 @@ def run_case(impl: str, model, arch: str, overrides: dict, batch: int, ratio, ar
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     step = make_step(impl, model, imgs, r, args.amp)
-    flops = step_flops(make_step(impl, model, imgs, r, args.amp)) if not impl.endswith("compile") else None
-    if impl.endswith("compile"):
-        step = make_step(impl, torch.compile(model), imgs, r, args.amp)
+    compiled = "+" in impl
+    flops = None if compiled else step_flops(make_step(impl, model, imgs, r, args.amp))
+    if compiled:  # the same weights; "cudagraphs" also replays each step as one CUDA graph (fewer launches)
+        mode = "reduce-overhead" if impl.endswith("cudagraphs") else None
+        step = make_step(impl, torch.compile(model, mode=mode), imgs, r, args.amp)
     times, warmup_seconds = time_steps(step, args.device, args.warmup, args.steps)
     med, ordered = statistics.median(times), sorted(times)
     p10, p90 = ordered[int(0.1 * (len(times) - 1))], ordered[round(0.9 * (len(times) - 1))]
@@ -170,8 +191,8 @@ def table(report: dict) -> str:
     lines = [f"{report['env']['device']}, {report['env']['precision']}, torch {report['env']['torch']}, "
              f"transformers {report['env']['transformers']}, {report['env']['date']}; measured matmul rate "
              f"{peak:.3g} TFLOP/s", "",
-             "| model | img | batch | mask | impl | img/s (p10-p90) | vs HF | GFLOP/img | TFLOP/s | % of matmul | peak GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | img | batch | mask | impl | img/s (p10-p90) | vs HF | GFLOP/img | TFLOP/s | % of matmul | peak GiB "
+             "| warm-up s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {}
     for row in report["rows"]:
         key = (row["arch"], row["img_size"], row["batch"], row["mask_ratio"])
@@ -182,13 +203,16 @@ def table(report: dict) -> str:
         lo, hi = row["images_per_second_p10_p90"]
         ratio = f"{row['images_per_second'] / base[key]:.2f}x" if key in base else ""
         tflops = row.get("achieved_tflops")
+        model = row["arch"] + "".join(f", {k}={v}" for k, v in row["overrides"].items() if k != "img_size")
         lines.append(
-            f"| {row['arch']} | {row['img_size']} | {row['batch']} | {row['mask_ratio']:.3g} | {row['impl']} | "
+            f"| {model} | {row['img_size']} | {row['batch']} | {row['mask_ratio']:.3g} | {row['impl']} | "
             f"{row['images_per_second']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {ratio} | {row.get('gflop_per_image', float('nan')):.2f} | "
             f"{tflops if tflops is None else round(tflops, 2)} | "
             f"{'' if tflops is None else f'{100 * tflops / peak:.1f}%'} | "
-            f"{'' if row['peak_memory_gib'] is None else round(row['peak_memory_gib'], 1)} |"
+            f"{'' if row['peak_memory_gib'] is None else round(row['peak_memory_gib'], 1)} | {row['warmup_seconds']} |"
         )
+    lines += [f"\nFAILED: {f['arch']} batch {f['batch']} mask {f['mask_ratio']} {f['impl']}: {f['error']}"
+              for f in report.get("failed", [])]
     return "\n".join(lines)
 
 
@@ -196,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: paper on GPU, teaching on CPU")
-    parser.add_argument("--impls", nargs="+", default=["transformers", "maelib", "maelib+compile"])
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=None,
+                        help="default: each case's own list; maelib+cudagraphs on CUDA only")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default on GPU)")
@@ -206,29 +231,45 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.smoke:
         args.preset, args.warmup, args.steps = "smoke", 1, 2
-        args.impls = [i for i in args.impls if not i.endswith("compile")]
+        args.impls = list(EAGER)
     args.preset = args.preset or ("paper" if args.device == "cuda" else "teaching")
     args.amp = (args.device == "cuda") if args.amp is None else args.amp
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    report = {"env": environment(args), "matmul_tflops": matmul_rate(args.device, args.amp), "rows": []}
-    for arch, overrides, batch, ratios in PRESETS[args.preset]:
+    out = args.out or RESULTS / f"{dt.date.today().isoformat()}_{args.device}_{args.preset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"env": environment(args), "matmul_tflops": matmul_rate(args.device, args.amp), "rows": [], "failed": []}
+    for arch, overrides, batch, ratios, case_impls in PRESETS[args.preset]:
         if args.max_batch is not None and batch > args.max_batch:
             continue
         ours, theirs = build(arch, overrides, args.device)
         for ratio in ratios:
-            for impl in args.impls:
+            eager_flops = None
+            impls = args.impls or case_impls or [i for i in IMPLS if args.device == "cuda" or "cudagraphs" not in i]
+            for impl in impls:
                 model = theirs if impl == "transformers" else ours
-                row = run_case(impl, model, arch, overrides, batch, ratio, args)
+                try:
+                    row = run_case(impl, model, arch, overrides, batch, ratio, args)
+                except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. out of memory: report it, go on
+                    report["failed"].append({"impl": impl, "arch": arch, "overrides": overrides, "batch": batch,
+                                             "mask_ratio": str(ratio), "error": f"{type(err).__name__}: {err}"[:500]})
+                    print(f"{arch} batch {batch} mask {ratio} {impl}: FAILED {report['failed'][-1]['error']}",
+                          flush=True)
+                    continue
+                if "+" in impl and eager_flops is not None:  # a compiled step does the same arithmetic
+                    row["gflop_per_image"] = eager_flops / 1e9
+                    row["achieved_tflops"] = eager_flops * row["images_per_second"] / 1e12
+                elif impl == "maelib":
+                    eager_flops = row.get("gflop_per_image", 0) * 1e9 or None
                 report["rows"].append(row)
                 print(f"{arch} {overrides or ''} batch {batch} mask {row['mask_ratio']:.3g} {impl}: "
-                      f"{row['images_per_second']:,.0f} img/s", flush=True)
+                      f"{row['images_per_second']:,.0f} img/s (warm-up {row['warmup_seconds']} s)", flush=True)
+                out.write_text(json.dumps(report, indent=2) + "\n")  # after every case: a cut-off run keeps its rows
         del ours, theirs
-    out = args.out or RESULTS / f"{dt.date.today().isoformat()}_{args.device}_{args.preset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
     print("\n" + table(report) + f"\n\nwritten to {out}")
     return report
 

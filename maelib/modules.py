@@ -128,7 +128,10 @@ class MAEPretrainModule(ScheduledModule):
         warmup_epochs: float = 1.0,
         min_lr_ratio: float = 0.0,
         mask_ratio: float | None = None,
+        compile: bool | None = None,
     ) -> None:
+        """compile: run the model's forward through torch.compile; None (default) = on CUDA devices only, where
+        it pays (benchmarks/RESULTS.md), not on CPU, where compiling costs more than it saves."""
         super().__init__()
         if mask_ratio is not None:
             check_mask_ratio(mask_ratio)
@@ -137,6 +140,10 @@ class MAEPretrainModule(ScheduledModule):
 
     def setup(self, stage: str) -> None:
         c = self.model.config
+        on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        wanted = on_cuda if self.hparams.compile is None else self.hparams.compile
+        if stage == "fit" and wanted and self.model._compiled_call_impl is None:
+            self.model.compile()  # in place: parameter names, checkpoints and exports stay as they are
         if (dm := self.attached_datamodule()) is not None:
             check_input_fits(c.img_size, c.in_chans, dm, f"build the model for them (--model.arch_overrides "
                              f"'{{img_size: {_data_hparam(dm, 'img_size')}, in_chans: {_data_hparam(dm, 'in_chans')}}}', "

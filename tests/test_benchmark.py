@@ -24,3 +24,16 @@ def test_benchmark_smoke_run_writes_its_report(tmp_path):
     assert abs(flops[("maelib", 0.75)] / flops[("transformers", 0.75)] - 1) < 0.05
     assert flops[("maelib", 0.02)] > 1.5 * flops[("maelib", 0.75)]  # the encoder sees ~4x the tokens
     assert "| model |" in result.stdout
+
+
+def test_loop_throughput_smoke_run_reports_loop_loader_and_bare_step(tmp_path):
+    out = tmp_path / "loop.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loop_throughput.py"), "--smoke",
+                             "--root", str(tmp_path / "images"), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for key in ("bare_step_images_per_second", "loader_images_per_second", "loop_images_per_second"):
+        assert report[key] > 0
+    assert report["loop_over_bare"] == round(report["loop_images_per_second"] / report["bare_step_images_per_second"], 3)
+    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 64  # the synthetic folder it trained on

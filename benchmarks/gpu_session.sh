@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every GPU measurement of benchmarks/RESULTS.md in one go, most important first, each with its own time limit so
+# that one stuck step cannot eat the rest. Results (JSON) and one log go to $OUT (default runs/gpu).
+#
+#   bash benchmarks/gpu_session.sh            # on a machine with one CUDA GPU; maelib need not be installed
+#
+# Needs torch, timm, transformers, lightning, safetensors, pytest (a stock PyTorch GPU image has them).
+set -u
+OUT=${OUT:-runs/gpu}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+log="$OUT/gpu_session.log"
+step() {  # step <seconds> <name> <command...>
+  local limit=$1 name=$2; shift 2
+  local start=$SECONDS
+  echo "=== $name (limit ${limit} s) ===" | tee -a "$log"
+  timeout "$limit" "$@" 2>&1 | grep --line-buffered -v -e "Tip:" -e "LeafSpec" | tee -a "$log"
+  echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s ===" | tee -a "$log"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$log"
+$PY -c "import torch, timm, transformers, lightning; print('torch', torch.__version__, 'timm', timm.__version__,
+'transformers', transformers.__version__, 'lightning', lightning.__version__, 'cpus', __import__('os').cpu_count())" \
+  | tee -a "$log"
+step 45 "compiled = eager on CUDA" $PY -m pytest -q -p no:cacheprovider tests/test_fast_path.py -k cuda
+step 230 "bench paper" $PY benchmarks/bench.py --device cuda --preset paper --warmup 3 --steps 15 --out "$OUT/paper.json"
+step 150 "loop vs bare step" $PY benchmarks/loop_throughput.py --device cuda --out "$OUT/loop.json"
+step 100 "bench teaching" $PY benchmarks/bench.py --device cuda --preset teaching --warmup 3 --steps 15 \
+  --out "$OUT/teaching.json"
+step 30 "attention capture" $PY benchmarks/attention_overhead.py --device cuda --arch mae_vit_base_patch16 --batch 64
