@@ -6,9 +6,11 @@
 Three numbers, one model and batch size:
 - bare step: forward, loss, backward, fused AdamW step on one batch already on the device (bench.py's step);
 - loader alone: `MAEDataModule(dataset="imagefolder")` batches per second (decode, the paper's random resized
-  crop + flip, normalise, collate) with `--workers` loader processes, no model;
+  crop + flip, collate; normalised in the loader or, the default on CUDA, left uint8 for the device) with
+  `--workers` loader processes, no model;
 - real loop: `Trainer.fit` of `MAEPretrainModule` on that datamodule (bf16-mixed and fused AdamW on a GPU, the
-  module's default compilation), timed between two steps after warm-up by a callback.
+  module's default compilation), timed between two steps after warm-up by a callback. `--normalize both` runs
+  it twice: batches normalised on the device (uint8 through the loader) and in the loader (float32).
 The loop is not input-bound when its images/s is within 15% of the bare step's (issue 3's check).
 
 The images are synthetic photos at `--source-size` px (smooth random colour fields with edges, saved as JPEG
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the model in both the bare step and the loop (default: on CUDA)")
+    parser.add_argument("--normalize", choices=["device", "loader", "both"], default=None,
+                        help="where training batches are normalised (default: device on CUDA, loader on CPU)")
     parser.add_argument("--root", type=Path, default=None, help="where to write the image folder (default: temp)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     parser.add_argument("--smoke", action="store_true", help="tiny model and images on the CPU: checks it runs")
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.device, args.arch, args.batch, args.workers = "cpu", "mae_vit_mini_patch4_28", 8, 0
         args.images, args.source_size, args.warmup, args.steps = 64, 40, 1, 2
     cuda = args.device == "cuda"
+    args.normalize = args.normalize or ("device" if cuda else "loader")
+    places = ["device", "loader"] if args.normalize == "both" else [args.normalize]
     args.compile = cuda if args.compile is None else args.compile
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -134,29 +140,38 @@ def main(argv: list[str] | None = None) -> dict:
     if cuda:
         torch.cuda.empty_cache()
 
-    # 2. the loader alone, and 3. the real loop, on the same datamodule settings
-    def datamodule() -> MAEDataModule:
+    # 2. the loader alone, and 3. the real loop, for each place of normalisation
+    def datamodule(place: str) -> MAEDataModule:
         return MAEDataModule(dataset="imagefolder", root=root, img_size=c.img_size, in_chans=c.in_chans,
-                             batch_size=args.batch, num_workers=args.workers, augment="mae", val_fraction=0.01)
+                             batch_size=args.batch, num_workers=args.workers, augment="mae", val_fraction=0.01,
+                             normalize_on_device=place == "device")
 
-    dm = datamodule()
-    dm.setup()
-    report["loader_images_per_second"] = loader_rate(dm, batches=args.steps)
-    print(f"loader alone ({args.workers} workers): {report['loader_images_per_second']:,.0f} img/s", flush=True)
-    del dm
+    bare = report["bare_step_images_per_second"]
+    for place in places:
+        dm = datamodule(place)
+        dm.setup()
+        rate = report[f"loader_images_per_second_normalize_{place}"] = loader_rate(dm, batches=args.steps)
+        print(f"loader alone ({args.workers} workers, normalised on the {place}): {rate:,.0f} img/s", flush=True)
+        del dm
 
-    timer = StepTimer(args.warmup, args.steps)
-    trainer = L.Trainer(accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
-                        max_epochs=1000, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
-    module = MAEPretrainModule(arch=args.arch, compile=args.compile, warmup_epochs=0.1)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule())
-    report["loop_wall_seconds"] = round(time.perf_counter() - start, 1)
-    if timer.seconds is None:
-        raise RuntimeError(f"the loop stopped before step {args.warmup + args.steps}: use more --images")
-    report["loop_images_per_second"] = args.steps * args.batch / timer.seconds
-    report["loop_over_bare"] = round(report["loop_images_per_second"] / report["bare_step_images_per_second"], 3)
+        timer = StepTimer(args.warmup, args.steps)
+        trainer = L.Trainer(accelerator="gpu" if cuda else "cpu", devices=1,
+                            precision="bf16-mixed" if cuda else "32-true", max_epochs=1000, limit_val_batches=0,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[timer])
+        module = MAEPretrainModule(arch=args.arch, compile=args.compile, warmup_epochs=0.1)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule(place))
+        report[f"loop_wall_seconds_normalize_{place}"] = round(time.perf_counter() - start, 1)
+        if timer.seconds is None:
+            raise RuntimeError(f"the loop stopped before step {args.warmup + args.steps}: use more --images")
+        loop = report[f"loop_images_per_second_normalize_{place}"] = args.steps * args.batch / timer.seconds
+        report[f"loop_over_bare_normalize_{place}"] = round(loop / bare, 3)
+        print(f"loop (normalised on the {place}): {loop:,.0f} img/s = {loop / bare:.3f} x bare step", flush=True)
+    first = places[0]  # the headline: the default place
+    report["loader_images_per_second"] = report[f"loader_images_per_second_normalize_{first}"]
+    report["loop_images_per_second"] = report[f"loop_images_per_second_normalize_{first}"]
+    report["loop_over_bare"] = report[f"loop_over_bare_normalize_{first}"]
     report["input_bound"] = report["loop_over_bare"] < 0.85
     print(json.dumps(report, indent=2))
     if args.out:

@@ -397,6 +397,22 @@ def test_image_folder(tmp_path, caplog):
     assert any(val_files(1) != val_files(s) for s in (2, 3, 4))
 
 
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_image_folder_batches_normalised_on_the_device_equal_the_loaders(tmp_path, in_chans):
+    """normalize_on_device: uint8 leaves the loader (4x fewer bytes), `on_after_batch_transfer` normalises it,
+    and the result is the batch the normalising loader gives for the same seed, exactly."""
+    root = write_image_folder(tmp_path / "photos")
+    kw = dict(dataset="imagefolder", root=str(root), img_size=24, in_chans=in_chans, batch_size=3, seed=1)
+    plain, deferred = MAEDataModule(**kw), MAEDataModule(**kw, normalize_on_device=True)
+    assert not plain.normalizes_on_device()  # default: only when a Trainer runs on CUDA
+    for (want, labels), (raw, raw_labels) in zip(plain.train_dataloader(), deferred.train_dataloader()):
+        assert want.dtype == torch.float32 and raw.dtype == torch.uint8 and raw.shape == want.shape
+        got, got_labels = deferred.on_after_batch_transfer([raw, raw_labels], 0)
+        assert torch.equal(got, want) and torch.equal(got_labels, labels)
+    val = next(iter(deferred.val_dataloader()))
+    assert deferred.on_after_batch_transfer(val, 0)[0] is val[0]  # float batches pass unchanged
+
+
 def test_image_folder_layout_errors(tmp_path):
     layout = "root/class_name/image.jpg"
     with pytest.raises(FileNotFoundError, match=f"does not exist.*{layout}"):
