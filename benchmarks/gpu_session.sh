@@ -2,7 +2,10 @@
 # Every GPU measurement of benchmarks/RESULTS.md in one go, most important first, each with its own time limit so
 # that one stuck step cannot eat the rest. Results (JSON) and one log go to $OUT (default runs/gpu).
 #
-#   bash benchmarks/gpu_session.sh            # on a machine with one CUDA GPU; maelib need not be installed
+#   bash benchmarks/gpu_session.sh                     # everything (about 11 minutes on an H200)
+#   bash benchmarks/gpu_session.sh check paper loop    # or in parts: check paper loop teaching attention
+# on a machine with one CUDA GPU; maelib need not be installed. On 2026-11-26 (H200) the parts took: check 23 s
+# (plus ~25 s of first compilation), paper 183 s, loop 86-126 s, teaching ~220 s, attention 15 s.
 #
 # Needs torch, timm, transformers, lightning, safetensors, pytest (a stock PyTorch GPU image has them).
 set -u
@@ -22,9 +25,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 $PY -c "import torch, timm, transformers, lightning; print('torch', torch.__version__, 'timm', timm.__version__,
 'transformers', transformers.__version__, 'lightning', lightning.__version__, 'cpus', __import__('os').cpu_count())" \
   | tee -a "$log"
-step 45 "compiled = eager on CUDA" $PY -m pytest -q -p no:cacheprovider tests/test_fast_path.py -k cuda
-step 230 "bench paper" $PY benchmarks/bench.py --device cuda --preset paper --warmup 3 --steps 15 --out "$OUT/paper.json"
-step 150 "loop vs bare step" $PY benchmarks/loop_throughput.py --device cuda --out "$OUT/loop.json"
-step 100 "bench teaching" $PY benchmarks/bench.py --device cuda --preset teaching --warmup 3 --steps 15 \
+parts=" ${*:-check paper loop teaching attention} "
+want() { [[ $parts == *" $1 "* ]]; }
+want check && step 90 "compiled = eager on CUDA" $PY -m pytest -q -p no:cacheprovider tests/test_fast_path.py -k cuda
+want paper && step 240 "bench paper" $PY benchmarks/bench.py --device cuda --preset paper --warmup 3 --steps 15 --out "$OUT/paper.json"
+want loop && step 180 "loop vs bare step" $PY benchmarks/loop_throughput.py --device cuda --out "$OUT/loop.json" --normalize both
+want teaching && step 300 "bench teaching" $PY benchmarks/bench.py --device cuda --preset teaching --warmup 3 --steps 15 \
   --out "$OUT/teaching.json"
-step 30 "attention capture" $PY benchmarks/attention_overhead.py --device cuda --arch mae_vit_base_patch16 --batch 64
+want attention && step 60 "attention capture" $PY benchmarks/attention_overhead.py --device cuda --arch mae_vit_base_patch16 --batch 64

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import statistics
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
         loop = report[f"loop_images_per_second_normalize_{place}"] = args.steps * args.batch / timer.seconds
         report[f"loop_over_bare_normalize_{place}"] = round(loop / bare, 3)
         print(f"loop (normalised on the {place}): {loop:,.0f} img/s = {loop / bare:.3f} x bare step", flush=True)
+        del trainer, module  # and with them the loader's persistent workers, before the next loop
+        gc.collect()
     first = places[0]  # the headline: the default place
     report["loader_images_per_second"] = report[f"loader_images_per_second_normalize_{first}"]
     report["loop_images_per_second"] = report[f"loop_images_per_second_normalize_{first}"]
