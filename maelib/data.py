@@ -14,7 +14,6 @@ by torchvision into `data_dir()` (``$MAELIB_DATA`` or ``~/.cache/maelib``) unles
 from __future__ import annotations
 
 import copy
-
 import functools
 import gzip
 import logging

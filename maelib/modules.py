@@ -145,15 +145,15 @@ class MAEPretrainModule(ScheduledModule):
 
     def setup(self, stage: str) -> None:
         c = self.model.config
+        if (dm := self.attached_datamodule()) is not None:
+            check_input_fits(c.img_size, c.in_chans, dm, f"build the model for them (--model.arch_overrides "
+                             f"'{{img_size: {_data_hparam(dm, 'img_size')}, in_chans: {_data_hparam(dm, 'in_chans')}}}', "
+                             f"a multiple of patch_size={c.patch_size})")
         on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         pays = on_cuda and self.model.num_params() >= COMPILE_MIN_PARAMS
         wanted = pays if self.hparams.compile is None else self.hparams.compile
         if stage == "fit" and wanted and self.model._compiled_call_impl is None:
             self.model.compile()  # in place: parameter names, checkpoints and exports stay as they are
-        if (dm := self.attached_datamodule()) is not None:
-            check_input_fits(c.img_size, c.in_chans, dm, f"build the model for them (--model.arch_overrides "
-                             f"'{{img_size: {_data_hparam(dm, 'img_size')}, in_chans: {_data_hparam(dm, 'in_chans')}}}', "
-                             f"a multiple of patch_size={c.patch_size})")
 
     def masking_noise(self, imgs: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
         """Per-patch noise (N, L) for this training batch, from its key: the noise of the whole global batch is
