@@ -52,6 +52,9 @@ class MAEConfig:
     def __post_init__(self) -> None:
         check_image_size(self.img_size, self.patch_size)
         check_mask_ratio(self.mask_ratio)
+        if self.norm_pix_loss and self.patch_size**2 * self.in_chans < 2:
+            raise ValueError("norm_pix_loss normalises each patch by its own std, which one pixel of one channel does "
+                             "not have: use patch_size >= 2 or norm_pix_loss=False")
         if self.masking not in MASKING:
             raise ValueError(f"masking must be one of {sorted(MASKING)}, got {self.masking!r}")
         for dim, heads, what in [

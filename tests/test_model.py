@@ -85,6 +85,18 @@ def test_bad_images_are_named(tiny):
         MAEConfig(img_size=30, patch_size=4)
 
 
+def test_norm_pix_loss_needs_more_than_one_value_per_patch():
+    with pytest.raises(ValueError, match="norm_pix_loss.*patch_size >= 2"):
+        MAEConfig(img_size=8, patch_size=1, in_chans=1, norm_pix_loss=True, embed_dim=16, num_heads=2,
+                  decoder_embed_dim=16, decoder_num_heads=2)
+    # one pixel of three channels has a std, and the loss stays finite; plain pixel loss works at patch 1 too
+    for chans, norm_pix in [(3, True), (1, False)]:
+        m = MaskedAutoencoder(MAEConfig(img_size=8, patch_size=1, in_chans=chans, norm_pix_loss=norm_pix, embed_dim=16,
+                                        depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+                                        decoder_num_heads=2))
+        assert torch.isfinite(m(torch.randn(2, chans, 8, 8))[0])
+
+
 def test_encoder_with_mask_tokens_ablation():
     torch.manual_seed(0)
     m = create_model("mae_vit_mini_patch4_28", depth=2, encoder_mask_tokens=True)
