@@ -6,7 +6,7 @@
 """
 
 from .attention import attention_weights, capture_attention
-from .checkpoint import load_model, load_official, load_weights, read_state_dict, save_model
+from .checkpoint import load_classifier, load_model, load_official, load_weights, read_state_dict, save_model
 from .convert import from_hf, to_hf, to_timm_vit
 from .masking import MASKING, block_noise, grid_noise, random_masking, random_noise
 from .model import MAEConfig, MaskedAutoencoder

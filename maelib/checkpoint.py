@@ -180,11 +180,37 @@ def load_official(
     return load_weights(model, state_dict, resize_pos=True)
 
 
+def save_state_dict(module: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, str]) -> Path:
+    """A module's weights and string metadata as one .safetensors file, written atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
 def save_model(model: MaskedAutoencoder, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write weights and config to one .safetensors file (atomically); `load_model` rebuilds the model from it."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"format": "maelib", "config": json.dumps(model.config.to_dict()), **(metadata or {})}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return save_state_dict(model, path, {"format": "maelib", "config": json.dumps(model.config.to_dict()),
+                                         **(metadata or {})})
+
+
+def save_classifier(net: torch.nn.Module, config: MAEConfig, path: str | os.PathLike, *, num_classes: int,
+                    global_pool: str) -> Path:
+    """A fine-tuned classifier (the timm VisionTransformer of `to_timm_vit`) with what rebuilds it."""
+    return save_state_dict(net, path, {"format": "maelib-classifier", "config": json.dumps(config.to_dict()),
+                                       "num_classes": str(num_classes), "global_pool": global_pool})
+
+
+def load_classifier(path: str | os.PathLike):
+    """The timm VisionTransformer that `maelib finetune` saved (classifier.safetensors), in eval mode."""
+    from .convert import to_timm_vit
+
+    state_dict, metadata = read_state_dict(path)
+    if metadata.get("format") != "maelib-classifier":
+        raise ValueError(f"{path} is not a classifier saved by maelib finetune (its format is "
+                         f"{metadata.get('format')!r}); for MAE weights use load_model")
+    mae = MaskedAutoencoder(MAEConfig.from_dict(json.loads(metadata["config"])))
+    net = to_timm_vit(mae, num_classes=int(metadata["num_classes"]), global_pool=metadata["global_pool"])
+    net.load_state_dict(state_dict)
+    return net.eval()
 
 
 def load_model(path: str | os.PathLike, arch: str | None = None, **overrides) -> MaskedAutoencoder:

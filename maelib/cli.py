@@ -43,7 +43,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .callbacks import KNNMonitor, ReconstructionLogger
-from .checkpoint import atomic_write, read_state_dict, remove_stale_temporaries, save_model
+from .checkpoint import atomic_write, read_state_dict, remove_stale_temporaries, save_classifier, save_model
 from .data import MAEDataModule
 from .evaluate import FeatureDataModule, knn_accuracy
 from .model import MAEConfig
@@ -250,6 +250,10 @@ def finetune(args: list[str]) -> dict:
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     metrics = _final_metrics(cli, seconds)
     if cli.trainer.is_global_zero:
+        h = cli.model.hparams
+        path = save_classifier(cli.model.net, cli.model.mae_config, cli.run_dir / "classifier.safetensors",
+                               num_classes=h.num_classes, global_pool=h.global_pool)
+        print(f"classifier saved to {path} (maelib.load_classifier gives it back as a timm VisionTransformer)")
         write_metrics(cli.run_dir, metrics)
     return metrics
 

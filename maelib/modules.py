@@ -364,6 +364,7 @@ class FineTuneModule(ClassifierModule):
             mae = create_model(arch, **(arch_overrides or {}))
         else:
             raise ValueError("give a pretrained `checkpoint`, or an `arch` to fine-tune from random initialisation")
+        self.mae_config = mae.config  # what rebuilds the classifier (`save_classifier`)
         self.input_size = (mae.config.img_size, mae.config.in_chans, mae.config.patch_size)
         self.net = to_timm_vit(mae, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path)
         if mixup > 0 or cutmix > 0:

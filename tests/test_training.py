@@ -144,7 +144,18 @@ def test_finetune_from_mae_and_from_scratch(pretrained, tmp_path):
     ckpt = str(pretrained / "model.safetensors")
     main(["finetune", "--model.checkpoint", ckpt, "--trainer.default_root_dir", str(tmp_path / "ft"),
           "--trainer.max_epochs", "1", "--model.mixup", "0.8", "--model.cutmix", "1.0", *DATA, *QUIET])
-    assert 0.0 <= read_metrics(tmp_path / "ft")["test/acc"] <= 1.0
+    acc = read_metrics(tmp_path / "ft")["test/acc"]
+    assert 0.0 <= acc <= 1.0
+    # the saved classifier is the fine-tuned network: it scores the same test images the same
+    net = maelib.load_classifier(tmp_path / "ft" / "classifier.safetensors")
+    from maelib.data import MAEDataModule
+
+    dm = MAEDataModule(test_subset=256, batch_size=64)
+    with torch.no_grad():
+        hits = sum((net(x).argmax(1) == y).sum().item() for x, y in dm.test_dataloader())
+    assert hits / 256 == pytest.approx(acc, abs=1e-6)
+    with pytest.raises(ValueError, match="not a classifier saved by maelib finetune"):
+        maelib.load_classifier(pretrained / "model.safetensors")
     main(["finetune", "--model.arch", "mae_vit_mini_patch4_28", *TINY, "--trainer.default_root_dir",
           str(tmp_path / "scratch"), "--trainer.max_epochs", "1", "--model.train_last_blocks", "1", *DATA, *QUIET])
     assert "test/acc" in read_metrics(tmp_path / "scratch")
