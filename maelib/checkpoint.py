@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .convert import to_timm_vit
 from .model import MAEConfig, MaskedAutoencoder
 from .pos_embed import resize_pos_embed
 from .registry import create_model
@@ -201,8 +202,6 @@ def save_classifier(net: torch.nn.Module, config: MAEConfig, path: str | os.Path
 
 def load_classifier(path: str | os.PathLike):
     """The timm VisionTransformer that `maelib finetune` saved (classifier.safetensors), in eval mode."""
-    from .convert import to_timm_vit
-
     state_dict, metadata = read_state_dict(path)
     if metadata.get("format") != "maelib-classifier":
         raise ValueError(f"{path} is not a classifier saved by maelib finetune (its format is "
