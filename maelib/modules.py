@@ -364,8 +364,7 @@ class FineTuneModule(ClassifierModule):
             mae = create_model(arch, **(arch_overrides or {}))
         else:
             raise ValueError("give a pretrained `checkpoint`, or an `arch` to fine-tune from random initialisation")
-        self.mae_config = mae.config  # what rebuilds the classifier (`save_classifier`)
-        self.input_size = (mae.config.img_size, mae.config.in_chans, mae.config.patch_size)
+        self.mae_config = mae.config  # the input it takes (`check_data`), and what rebuilds it (`save_classifier`)
         self.net = to_timm_vit(mae, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path)
         if mixup > 0 or cutmix > 0:
             from timm.data import Mixup
@@ -375,7 +374,8 @@ class FineTuneModule(ClassifierModule):
             self.freeze_all_but_last(train_last_blocks)
 
     def check_data(self, datamodule, stage: str) -> None:
-        img_size, in_chans, patch = self.input_size
+        c = self.mae_config
+        img_size, in_chans, patch = c.img_size, c.in_chans, c.patch_size
         check_input_fits(img_size, in_chans, datamodule, f"build the encoder for them: --model.arch_overrides "
                          f"'{{img_size: {_data_hparam(datamodule, 'img_size')}}}' (a multiple of patch_size={patch}; "
                          "position embeddings are resized; the channel count of a pretrained encoder is fixed)")
