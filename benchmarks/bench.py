@@ -50,8 +50,17 @@ PRESETS = {
         ("mae_vit_tiny_patch4_32", {}, 256, (0.75,), COMPILED),
     ],
     "smoke": [("mae_vit_mini_patch4_28", {"depth": 1}, 8, (0.75, "~0"), None)],
+    # the fast-path candidates at ViT-B, each against transformers in the same run: torch.compile with each
+    # attention kernel that SDPA offers ("maelib+compile": PyTorch picks; on an H200 with torch 2.11, cuDNN)
+    "fastpath": [("mae_vit_base_patch16", {}, 256, (0.75,), ("transformers", "maelib", "maelib+compile",
+                  "maelib+compile+flash", "maelib+compile+efficient", "maelib+compile+math"))],
 }
-IMPLS = ("transformers", "maelib", "maelib+compile", "maelib+cudagraphs")
+ATTENTION = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+# torch.compile mode of each compiled variant; "maelib+compile+<kernel>" is the default mode with one attention kernel
+COMPILE_MODES = {"maelib+compile": None, "maelib+cudagraphs": "reduce-overhead",
+                 "maelib+max-autotune": "max-autotune-no-cudagraphs", **{f"maelib+compile+{k}": None for k in ATTENTION}}
+IMPLS = ("transformers", "maelib", *COMPILE_MODES)
 
 
 def ratio_value(ratio, num_patches: int) -> float:
@@ -70,6 +79,7 @@ def build(arch: str, overrides: dict, device: str):
 def make_step(impl: str, model, imgs: torch.Tensor, ratio: float, amp: bool):
     """A closure running one training step of `model`."""
     graphs = impl.endswith("cudagraphs")
+    backend = ATTENTION.get(impl.split("+")[-1])  # None: SDPA picks
     fused = imgs.device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=fused)
     autocast = torch.autocast(imgs.device.type, dtype=torch.bfloat16) if amp else nullcontext()
@@ -79,7 +89,7 @@ def make_step(impl: str, model, imgs: torch.Tensor, ratio: float, amp: bool):
     def step():
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new training step: earlier graph outputs may be reused
-        with autocast:
+        with autocast, sdpa_kernel(backend) if backend else nullcontext():
             loss = model(imgs, mask_ratio=ratio)[0] if impl.startswith("maelib") else model(pixel_values=imgs).loss
         loss.backward()
         opt.step()
@@ -156,8 +166,8 @@ def run_case(impl: str, model, arch: str, overrides: dict, batch: int, ratio, ar
     compiled = "+" in impl
     flops = None if compiled else step_flops(make_step(impl, model, imgs, r, args.amp))
     if compiled:  # the same weights; "cudagraphs" also replays each step as one CUDA graph (fewer launches)
-        mode = "reduce-overhead" if impl.endswith("cudagraphs") else None
-        step = make_step(impl, torch.compile(model, mode=mode), imgs, r, args.amp)
+        torch._dynamo.reset()  # compile afresh: the warm-up then counts this variant's whole compilation
+        step = make_step(impl, torch.compile(model, mode=COMPILE_MODES[impl]), imgs, r, args.amp)
     times, warmup_seconds = time_steps(step, args.device, args.warmup, args.steps)
     med, ordered = statistics.median(times), sorted(times)
     p10, p90 = ordered[int(0.1 * (len(times) - 1))], ordered[round(0.9 * (len(times) - 1))]
@@ -221,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: paper on GPU, teaching on CPU")
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=None,
-                        help="default: each case's own list; maelib+cudagraphs on CUDA only")
+                        help="default: each case's own list, else transformers, maelib, maelib+compile and (CUDA) "
+                        "maelib+cudagraphs")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default on GPU)")
@@ -234,6 +245,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.impls = list(EAGER)
     args.preset = args.preset or ("paper" if args.device == "cuda" else "teaching")
     args.amp = (args.device == "cuda") if args.amp is None else args.amp
+    # No compilation caches: each compiled variant's warm-up is its whole compilation, and a variant that differs
+    # only in its attention kernel (not in its graph) is really compiled anew instead of found in the cache.
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -247,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
         ours, theirs = build(arch, overrides, args.device)
         for ratio in ratios:
             eager_flops = None
-            impls = args.impls or case_impls or [i for i in IMPLS if args.device == "cuda" or "cudagraphs" not in i]
+            impls = args.impls or case_impls or [*COMPILED, *(["maelib+cudagraphs"] if args.device == "cuda" else [])]
             for impl in impls:
                 model = theirs if impl == "transformers" else ours
                 try:

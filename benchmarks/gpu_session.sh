@@ -3,7 +3,7 @@
 # that one stuck step cannot eat the rest. Results (JSON) and one log go to $OUT (default runs/gpu).
 #
 #   bash benchmarks/gpu_session.sh                     # everything (about 11 minutes on an H200)
-#   bash benchmarks/gpu_session.sh check paper loop    # or in parts: check paper loop teaching attention
+#   bash benchmarks/gpu_session.sh check paper loop    # or in parts: check paper loop teaching attention fastpath
 # on a machine with one CUDA GPU; maelib need not be installed. On 2026-11-26 (H200) the parts took: check 23 s
 # (plus ~25 s of first compilation), paper 183 s, loop 86-126 s, teaching ~220 s, attention 15 s.
 #
@@ -32,4 +32,8 @@ want paper && step 240 "bench paper" $PY benchmarks/bench.py --device cuda --pre
 want loop && step 180 "loop vs bare step" $PY benchmarks/loop_throughput.py --device cuda --out "$OUT/loop.json" --normalize both
 want teaching && step 300 "bench teaching" $PY benchmarks/bench.py --device cuda --preset teaching --warmup 3 --steps 15 \
   --out "$OUT/teaching.json"
+want fastpath && step 330 "fast-path candidates at ViT-B" $PY benchmarks/bench.py --device cuda --preset fastpath --warmup 3 \
+  --steps 15 --out "$OUT/fastpath.json"
+want fastpath && step 90 "profile of the compiled ViT-B step" $PY benchmarks/profile_step.py --out "$OUT/profile.json"
 want attention && step 60 "attention capture" $PY benchmarks/attention_overhead.py --device cuda --arch mae_vit_base_patch16 --batch 64
+exit 0  # each step's exit status is in the log

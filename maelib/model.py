@@ -20,6 +20,7 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
@@ -90,6 +91,20 @@ class MAEConfig:
         return cls(**d)
 
 
+class LinearPatchEmbed(PatchEmbed):
+    """timm's PatchEmbed (the same parameters: a p x p, stride-p convolution `proj`), computed as one matrix
+    product on `patchify`'s rows. The same function as the convolution, without its memory-layout conversions:
+    on an H200 those took ~5% of a compiled ViT-B MAE step (benchmarks/RESULTS.md).
+
+    imgs: (N, C, H, W) -> (N, L, D)
+    """
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        w = self.proj.weight  # (D, C, p, p)
+        w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # (D, p*p*C): patchify's (row, column, channel) order
+        return F.linear(patchify(imgs, self.patch_size[0]), w, self.proj.bias)
+
+
 class MaskedAutoencoder(nn.Module):
     """MAE with a ViT encoder (timm Blocks, fused attention) and a lightweight Transformer decoder."""
 
@@ -100,7 +115,7 @@ class MaskedAutoencoder(nn.Module):
         norm_layer = partial(nn.LayerNorm, eps=c.norm_eps)
 
         # --- encoder ---
-        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
+        self.patch_embed = LinearPatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.register_buffer("pos_embed", sincos_2d(c.embed_dim, c.grid_size), persistent=True)  # (1, 1+L, D)
         if c.encoder_mask_tokens:

@@ -135,7 +135,7 @@ class MAEPretrainModule(ScheduledModule):
     ) -> None:
         """compile: run the model's forward (and so its backward) through torch.compile. None (default) = where
         it pays: on CUDA for models of at least `COMPILE_MIN_PARAMS` (an H200 in benchmarks/RESULTS.md: ViT-B
-        1.42x and ViT-L 1.34x faster for ~45 s of compilation; teaching sizes 0.89-1.0x, so they stay eager),
+        1.42x faster than eager for ~45-55 s of compilation; teaching sizes 0.89-1.0x, so they stay eager),
         never on CPU (no gain there)."""
         super().__init__()
         if mask_ratio is not None:

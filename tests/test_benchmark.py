@@ -37,3 +37,16 @@ def test_loop_throughput_smoke_run_reports_loop_loader_and_bare_step(tmp_path):
         assert report[key] > 0
     assert report["loop_over_bare"] == round(report["loop_images_per_second"] / report["bare_step_images_per_second"], 3)
     assert len(list((tmp_path / "images").rglob("*.jpg"))) == 64  # the synthetic folder it trained on
+
+
+def test_profile_step_smoke_run_splits_the_step_by_kind(tmp_path):
+    out = tmp_path / "profile.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_step.py"), "--device", "cpu",
+                             "--arch", "mae_vit_mini_patch4_28", "--batch", "8", "--impl", "maelib", "--warmup", "1",
+                             "--steps", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["step_ms"] > 0
+    assert abs(sum(report["by_kind_ms"].values()) - report["step_ms"]) < 1e-6 * report["step_ms"] + 1e-9
+    assert report["by_kind_ms"]["matmul"] > 0 and report["by_kind_ms"]["optimizer"] > 0
+    assert "| kind | ms per step | share |" in result.stdout

@@ -122,6 +122,26 @@ def test_masking_strategies_in_the_model(masking):
     assert torch.all(mask.sum(1) == 37)
 
 
+@pytest.mark.parametrize("in_chans, patch", [(3, 16), (1, 4)])
+def test_patch_embedding_as_one_matmul_equals_the_convolution(in_chans, patch):
+    """LinearPatchEmbed computes timm's convolutional PatchEmbed as a matrix product: same outputs and gradients."""
+    from timm.layers import PatchEmbed
+
+    torch.manual_seed(0)
+    ours = maelib.model.LinearPatchEmbed(patch * 4, patch, in_chans, 32)
+    conv = PatchEmbed(patch * 4, patch, in_chans, 32)
+    conv.load_state_dict(ours.state_dict())
+    imgs = torch.randn(3, in_chans, patch * 4, patch * 4)
+    out, ref = ours(imgs), conv(imgs)
+    assert out.shape == ref.shape == (3, 16, 32)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    (out * grad).sum().backward()
+    (ref * grad).sum().backward()
+    torch.testing.assert_close(ours.proj.weight.grad, conv.proj.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.proj.bias.grad, conv.proj.bias.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_features_and_pooling(tiny):
     imgs = torch.randn(2, 1, 28, 28)
     tokens = tiny.forward_features(imgs)
