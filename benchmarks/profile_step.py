@@ -1,6 +1,6 @@
 """Where one MAE training step spends its GPU time: kernels grouped by kind, from torch.profiler.
 
-    python benchmarks/profile_step.py --arch mae_vit_base_patch16 --batch 256 --compile default
+    python benchmarks/profile_step.py --arch mae_vit_base_patch16 --batch 256 --impl maelib+compile
 
 Prints the share of GPU time of matrix products, attention, fused elementwise/normalisation kernels (Triton
 when compiled), the optimiser and the rest, then the 25 costliest kernels; writes the same as JSON with --out.

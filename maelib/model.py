@@ -100,6 +100,9 @@ class LinearPatchEmbed(PatchEmbed):
     """
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        if tuple(imgs.shape[-2:]) != tuple(self.img_size):
+            raise ValueError(f"images are {imgs.shape[-2]}x{imgs.shape[-1]} but this patch embedding expects "
+                             f"{self.img_size[0]}x{self.img_size[1]}: resize them or build the model for their size")
         w = self.proj.weight  # (D, C, p, p)
         w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # (D, p*p*C): patchify's (row, column, channel) order
         return F.linear(patchify(imgs, self.patch_size[0]), w, self.proj.bias)

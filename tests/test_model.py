@@ -140,6 +140,8 @@ def test_patch_embedding_as_one_matmul_equals_the_convolution(in_chans, patch):
     (ref * grad).sum().backward()
     torch.testing.assert_close(ours.proj.weight.grad, conv.proj.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.proj.bias.grad, conv.proj.bias.grad, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=f"expects {patch * 4}x{patch * 4}"):
+        ours(torch.randn(1, in_chans, patch * 5, patch * 5))
 
 
 def test_features_and_pooling(tiny):
