@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_session.sh                     # everything (about 11 minutes on an H200)
 #   bash benchmarks/gpu_session.sh check paper loop    # or in parts: check paper loop teaching attention fastpath
 # on a machine with one CUDA GPU; maelib need not be installed. On 2026-11-26 (H200) the parts took: check 23 s
-# (plus ~25 s of first compilation), paper 183 s, loop 86-126 s, teaching ~220 s, attention 15 s.
+# (plus ~25 s of first compilation), paper 183 s, loop 86-126 s, teaching ~220 s, attention 15 s, fastpath ~165 s.
 #
 # Needs torch, timm, transformers, lightning, safetensors, pytest (a stock PyTorch GPU image has them).
 set -u
