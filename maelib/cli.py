@@ -237,8 +237,9 @@ def pretrain(args: list[str]) -> dict:
 def linprobe(args: list[str]) -> dict:
     cli = _make_cli("linprobe", LinearProbeModule, FeatureDataModule, args, 90)
     seconds = _fit(cli)
+    fitted = _final_metrics(cli, seconds)  # with val/acc: testing replaces the trainer's metrics
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    metrics = {**_final_metrics(cli, seconds), "feature_seconds": round(cli.datamodule.feature_seconds, 1)}
+    metrics = {**fitted, **_final_metrics(cli, seconds), "feature_seconds": round(cli.datamodule.feature_seconds, 1)}
     if cli.trainer.is_global_zero:
         write_metrics(cli.run_dir, metrics)
     return metrics
@@ -271,6 +272,8 @@ def knn(args: list[str]) -> dict:
     train, test = data.features["train"], data.features["test"]
     acc = knn_accuracy(*train, *test, k=cfg.k, temperature=cfg.temperature)
     metrics = {"knn/acc": acc, "k": cfg.k, "temperature": cfg.temperature, "feature_seconds": round(data.feature_seconds, 1)}
+    if "val" in data.features:  # --data.holdout N: also scored on the held-out training images
+        metrics["knn/val_acc"] = knn_accuracy(*train, *data.features["val"], k=cfg.k, temperature=cfg.temperature)
     write_metrics(Path(cfg.run_dir), metrics)
     return metrics
 

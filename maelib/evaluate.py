@@ -97,6 +97,8 @@ class FeatureDataModule(L.LightningDataModule):
     pool: "cls" (the paper's probe) or "mean" of the patch tokens.
     The images come from an MAEDataModule sized to the encoder, with the eval transform (no augmentation);
     training features come from the train split, val/test features from the test split.
+    holdout: keep a seeded N of the training images out of training and validate on them instead of on the test
+        split (val/acc), so that settings can be compared without looking at the test set.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class FeatureDataModule(L.LightningDataModule):
         batch_size: int = 256,
         train_subset: int | None = None,
         test_subset: int | None = None,
+        holdout: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
         download: bool = True,
@@ -127,6 +130,7 @@ class FeatureDataModule(L.LightningDataModule):
             raise ValueError("give a pretrained `checkpoint`, or an `arch` for the random-initialisation baseline")
         c = self.encoder.config
         self.pool, self.batch_size, self.feature_dim = pool, batch_size, c.embed_dim
+        self.holdout, self.seed = holdout, seed
         self._image_args = dict(
             dataset=dataset, root=root, img_size=c.img_size, in_chans=c.in_chans, batch_size=batch_size,
             augment="none", train_subset=train_subset, test_subset=test_subset, num_workers=num_workers,
@@ -158,6 +162,14 @@ class FeatureDataModule(L.LightningDataModule):
         self.features["test"] = extract_features(self.encoder, self.images.test_dataloader(), self.pool)
         self.encoder.cpu()
         self.feature_seconds = time.perf_counter() - start
+        if self.holdout is not None:
+            feats, labels = self.features["train"]
+            if not 0 < self.holdout < len(feats):
+                raise ValueError(f"holdout={self.holdout} must be between 1 and the {len(feats)} training images - 1")
+            order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(self.seed))
+            held, kept = order[: self.holdout], order[self.holdout :]
+            self.features["val"] = feats[held], labels[held]
+            self.features["train"] = feats[kept], labels[kept]
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         feats, labels = self.features[split]
@@ -168,7 +180,7 @@ class FeatureDataModule(L.LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader("val" if "val" in self.features else "test")
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")

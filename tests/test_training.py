@@ -11,7 +11,7 @@ import torch
 
 import maelib
 from maelib.cli import main
-from maelib.evaluate import knn_accuracy, knn_predict, linear_probe_head
+from maelib.evaluate import FeatureDataModule, knn_accuracy, knn_predict, linear_probe_head
 from maelib.optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine, weight_decay_groups
 
 TINY = ["--model.arch_overrides", "{depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"]
@@ -138,6 +138,27 @@ def test_linprobe_and_knn_beat_chance(pretrained, tmp_path):
     assert probe["test/acc"] > 0.3  # 10 classes: chance is 0.1
     main(["knn", "--data.checkpoint", ckpt, "--run_dir", str(tmp_path / "knn"), "--data.pool", "mean", *DATA])
     assert read_metrics(tmp_path / "knn")["knn/acc"] > 0.3
+
+
+def test_holdout_validates_on_held_out_training_images(pretrained, tmp_path):
+    ckpt = str(pretrained / "model.safetensors")
+    data = FeatureDataModule(checkpoint=ckpt, train_subset=300, test_subset=100, holdout=60)
+    data.setup("fit")
+    train, val = data.features["train"][0], data.features["val"][0]
+    assert len(train) == 240 and len(val) == 60 and len(data.features["test"][0]) == 100
+    every = FeatureDataModule(checkpoint=ckpt, train_subset=300, test_subset=100)
+    every.setup("fit")
+    rows = {tuple(r.tolist()) for r in every.features["train"][0]}
+    assert all(tuple(r.tolist()) in rows for r in val)  # held out of the training images, not the test set
+    assert not {tuple(r.tolist()) for r in val} & {tuple(r.tolist()) for r in train}
+    assert len(next(iter(data.val_dataloader()))[0]) == 60
+    with pytest.raises(ValueError, match="holdout=300 must be between 1"):
+        FeatureDataModule(checkpoint=ckpt, train_subset=300, test_subset=100, holdout=300).setup()
+    main(["linprobe", "--data.checkpoint", ckpt, "--trainer.default_root_dir", str(tmp_path / "probe"),
+          "--trainer.max_epochs", "2", "--data.holdout", "100", *DATA, *QUIET])
+    assert {"val/acc", "test/acc"} <= set(read_metrics(tmp_path / "probe"))
+    main(["knn", "--data.checkpoint", ckpt, "--run_dir", str(tmp_path / "knn"), "--data.holdout", "100", *DATA])
+    assert 0.0 <= read_metrics(tmp_path / "knn")["knn/val_acc"] <= 1.0
 
 
 def test_finetune_from_mae_and_from_scratch(pretrained, tmp_path):
