@@ -2,7 +2,7 @@
 
     python -m maelib.demo --steps 120 --out runs/demo
 
-It trains the teaching model (`mae_vit_mini_patch4_28`) with maelib's Lightning module for a few hundred
+It trains the teaching model (`mae_vit_mini_patch4_28`) with maelib's Lightning module for a short run of
 steps (120 by default: under a minute on a 2-core CPU) and saves reconstructions of held-out images before and after.
 """
 
