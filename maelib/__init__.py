@@ -3,6 +3,7 @@
     import maelib
     model = maelib.create_model("mae_vit_mini_patch4_28")
     loss, pred, mask = model(images)             # images: (N, 1, 28, 28)
+    trained = maelib.load_pretrained("mae_vit_mini_patch4_28.fmnist_pixel")   # the zoo: maelib.list_pretrained()
 """
 
 from .attention import attention_weights, capture_attention
@@ -13,6 +14,7 @@ from .model import MAEConfig, MaskedAutoencoder
 from .patches import normalize_patches, patch_stats, patchify, unpatchify
 from .pos_embed import resize_pos_embed, sincos_2d
 from .registry import create_model, list_models, model_config
+from .zoo import ModelCard, list_pretrained, load_pretrained, pretrained_card, register_pretrained
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,7 @@ __all__ = [
     "MAEConfig",
     "MASKING",
     "MaskedAutoencoder",
+    "ModelCard",
     "attention_weights",
     "block_noise",
     "capture_attention",
@@ -27,16 +30,20 @@ __all__ = [
     "from_hf",
     "grid_noise",
     "list_models",
+    "list_pretrained",
     "load_model",
     "load_official",
+    "load_pretrained",
     "load_weights",
     "model_config",
     "normalize_patches",
     "patch_stats",
     "patchify",
+    "pretrained_card",
     "random_masking",
     "random_noise",
     "read_state_dict",
+    "register_pretrained",
     "resize_pos_embed",
     "save_model",
     "sincos_2d",

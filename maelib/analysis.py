@@ -160,6 +160,37 @@ def mean_colour_baseline_mse(imgs: torch.Tensor, mask: torch.Tensor, patch_size:
     return (err * mask).sum() / mask.sum().clamp_min(1)
 
 
+def reconstruction_baselines(
+    model: nn.Module, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None
+) -> dict[str, float]:
+    """MSE over the hidden patches in input space (normalised pixels) of the model and of its honest baselines.
+
+      model           the model's reconstruction (a norm-pix model's is scaled with each hidden patch's true
+                      mean and std, see `reconstruct`: borrowed information)
+      predict_zero    every hidden pixel predicted as 0: the dataset's mean colour in normalised space
+      mean_colour     each image's mean visible colour (`mean_colour_baseline_mse`)
+      flat_true_mean  each hidden patch filled with its own true mean colour: what a norm-pix picture borrows;
+                      a model that beats it predicts structure inside the patches, not only their colour
+    """
+    out = reconstruct(model, imgs, mask_ratio, noise)
+    with torch.no_grad():
+        imgs = imgs.to(out["pred"].device).float()
+        mask = out["mask"].float()
+        p, c = model.config.patch_size, imgs.shape[1]
+        target = model.patchify(imgs)  # (N, L, p*p*C)
+        patches = target.reshape(*target.shape[:2], p * p, c)  # (N, L, p*p, C)
+
+        def hidden_mean(err: torch.Tensor) -> float:  # err (N, L)
+            return ((err * mask).sum() / mask.sum().clamp_min(1)).item()
+
+        return dict(
+            model=hidden_mean((model.patchify(out["reconstruction"].float()) - target).pow(2).mean(-1)),
+            predict_zero=hidden_mean(target.pow(2).mean(-1)),
+            mean_colour=mean_colour_baseline_mse(imgs, mask, p).item(),
+            flat_true_mean=hidden_mean((patches - patches.mean(2, keepdim=True)).pow(2).mean((2, 3))),
+        )
+
+
 # ---------------------------------------------------------------------------------------------- attention
 def attention_maps(
     model: nn.Module,

@@ -42,6 +42,8 @@ class KNNMonitor(L.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         dm = trainer.datamodule
+        if not getattr(dm, "has_class_labels", True):  # e.g. dataset="photos": nothing to classify
+            return
         model = pl_module.model
         bank = extract_features(model, first_samples(dm.labelled_train_dataloader(), self.train_samples), self.pool)
         queries = extract_features(model, first_samples(dm.val_dataloader(), self.val_samples), self.pool)

@@ -73,9 +73,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     """Load tensors (and safetensors metadata) from .safetensors, .pth or .ckpt without running code.
 
     Unwraps the usual containers: {"model": ...} (official MAE), {"state_dict": ...} (Lightning, whose
-    "model." prefix is removed).
+    "model." prefix is removed). A zoo name (`maelib.list_pretrained()`) stands for its file.
     """
-    path = Path(path)
+    path = _zoo_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
@@ -110,6 +110,13 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not contain a state dict of tensors")
     return obj, metadata
+
+
+def _zoo_file(path: str | os.PathLike) -> Path:
+    """`path`, or the local file of the zoo model so named (an official one is downloaded the first time)."""
+    from .zoo import is_pretrained_name, pretrained_path
+
+    return pretrained_path(str(path)) if is_pretrained_name(path) else Path(path)
 
 
 def load_weights(
@@ -215,7 +222,14 @@ def load_classifier(path: str | os.PathLike):
 def load_model(path: str | os.PathLike, arch: str | None = None, **overrides) -> MaskedAutoencoder:
     """Rebuild a MaskedAutoencoder from a file: maelib's .safetensors or a maelib Lightning .ckpt carry their
     config; for other files (official .pth, bare state dicts) name the architecture with `arch`.
-    Config fields can be overridden, e.g. img_size=56 (position embeddings are resized)."""
+    Config fields can be overridden, e.g. img_size=56 (position embeddings are resized). A zoo name
+    (`maelib.list_pretrained()`, e.g. "official:mae_visualize_vit_large") loads that model."""
+    from .zoo import is_pretrained_name, load_pretrained, pretrained_card
+
+    if is_pretrained_name(path):
+        if pretrained_card(str(path)).kind != "mae":
+            raise ValueError(f"{path} is a classifier, not an MAE: load it with maelib.load_pretrained({str(path)!r})")
+        return load_pretrained(str(path), **overrides)
     state_dict, metadata = read_state_dict(path)
     if "config" in metadata:
         model = MaskedAutoencoder(MAEConfig.from_dict({**json.loads(metadata["config"]), **overrides}))

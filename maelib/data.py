@@ -1,4 +1,5 @@
-"""Data for MAE pretraining and evaluation: Fashion-MNIST (the offline default), CIFAR-10, STL-10, image folders.
+"""Data for MAE pretraining and evaluation: Fashion-MNIST (the offline default), CIFAR-10, STL-10, image folders,
+and the colour photos that ship inside installed packages (`maelib.photos`).
 
     dm = MAEDataModule(dataset="fashion_mnist", img_size=28, in_chans=1, batch_size=256)
     dm.setup("fit")
@@ -54,7 +55,11 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "photos": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+# dataset="photos": each training photo appears this often per epoch (as a new random crop each time), and each
+# held-out photo this often in the val/test split; the photos are stored at twice the model's img_size.
+PHOTO_REPEATS = {"train": 256, "test": 32}
 DATASETS = tuple(STATS)
 AUGMENTS = ("mae", "flip", "none")
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL and torchvision convert RGB to grey
@@ -628,7 +633,8 @@ def _subset_indices(n: int, size: int | None, seed: int, what: str) -> torch.Ten
 class MAEDataModule(L.LightningDataModule):
     """Train/val/test loaders of normalised images (B, in_chans, img_size, img_size) and int64 labels (B,).
 
-    dataset: "fashion_mnist" (offline default), "cifar10", "stl10" or "imagefolder".
+    dataset: "fashion_mnist" (offline default), "cifar10", "stl10", "imagefolder" or "photos" (random crops of
+        the photos in `maelib.photos`, unlabelled: the training photos for training, the held-out ones for val/test).
     root: for fashion_mnist the folder with the IDX files (default: searched, see `find_fashion_mnist`); for
         cifar10/stl10 torchvision's root (default `data_dir()`); for imagefolder the folder root/class/image.
     img_size, in_chans: the model's input; images are resized/cropped and grey<->RGB converted to match.
@@ -765,8 +771,20 @@ class MAEDataModule(L.LightningDataModule):
         self._check(train_labels)
         self._built = True  # only now: a setup that raised is redone (and raises again) on the next call
 
+    @property
+    def has_class_labels(self) -> bool:
+        """False for "photos", whose labels only name the photo: no k-NN or probe can be scored on them."""
+        return self.hparams.dataset != "photos"
+
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         h = self.hparams
+        if h.dataset == "photos":
+            from .photos import HELD_OUT_PHOTOS, load_photos, training_photos
+
+            names = training_photos() if split == "train" else list(HELD_OUT_PHOTOS)
+            repeats = PHOTO_REPEATS["train" if split == "train" else "test"]
+            images = load_photos(names, size=2 * h.img_size).repeat_interleave(repeats, dim=0)
+            return images, torch.arange(len(names)).repeat_interleave(repeats), names
         if h.dataset == "fashion_mnist":
             return (*load_fashion_mnist(split, h.root, download=h.download), CLASS_NAMES["fashion_mnist"])
         return load_torchvision(h.dataset, split, h.root, download=h.download)

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .checkpoint import load_model
 from .data import MAEDataModule
-from .model import MaskedAutoencoder
-from .registry import create_model
+from .model import MAEConfig, MaskedAutoencoder
+from .registry import create_model, model_config
 
 
 @torch.no_grad()
@@ -26,7 +26,9 @@ def extract_features(
 
     The model's training flag is restored afterwards.
     """
-    device = device or next(model.parameters()).device
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
     was_training = model.training
     model.eval()
     feats, labels = [], []
@@ -80,6 +82,22 @@ def knn_accuracy(
     return (preds == test_labels).float().mean().item()
 
 
+class RawPixels(nn.Module):
+    """The honest baseline of every frozen-feature evaluation: the normalised input pixels themselves, flattened.
+
+    It has an encoder's `config` (for the input size) and `features`, so k-NN and probes run on it by the same
+    code as on an MAE. features: imgs (N, C, H, W) -> (N, C*H*W); `pool` is ignored (nothing to pool).
+    """
+
+    def __init__(self, config: MAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_dim = config.in_chans * config.img_size**2
+
+    def features(self, imgs: torch.Tensor, pool: str = "cls") -> torch.Tensor:
+        return imgs.flatten(1)
+
+
 def linear_probe_head(dim: int, num_classes: int) -> nn.Sequential:
     """The paper's probe: BatchNorm without affine parameters (it just whitens features), then a linear layer
     initialised with std 0.01."""
@@ -92,8 +110,11 @@ def linear_probe_head(dim: int, num_classes: int) -> nn.Sequential:
 class FeatureDataModule(L.LightningDataModule):
     """Frozen-encoder features of a labelled dataset, extracted once and cached: the data of linear probes and k-NN.
 
-    checkpoint: the pretrained MAE (maelib .safetensors / .ckpt, or an official .pth with `arch`). Without a
-        checkpoint, `arch` is built at random initialisation (seeded): the baseline MAE must beat.
+    checkpoint: the pretrained MAE (maelib .safetensors / .ckpt, an official .pth with `arch`, or a zoo name such
+        as "mae_vit_mini_patch4_28.fmnist_normpix"). Without a checkpoint, `arch` is built at random initialisation
+        (seeded): the baseline MAE must beat.
+    pixels: use the raw normalised pixels as the features (`RawPixels`, sized like `arch`, or like the
+        checkpoint's model): the other baseline, scored by the same k-NN and probe code.
     pool: "cls" (the paper's probe) or "mean" of the patch tokens.
     The images come from an MAEDataModule sized to the encoder, with the eval transform (no augmentation);
     training features come from the train split, val/test features from the test split.
@@ -113,6 +134,7 @@ class FeatureDataModule(L.LightningDataModule):
         train_subset: int | None = None,
         test_subset: int | None = None,
         holdout: int | None = None,
+        pixels: bool = False,
         num_workers: int = 0,
         seed: int = 0,
         download: bool = True,
@@ -122,6 +144,10 @@ class FeatureDataModule(L.LightningDataModule):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         if checkpoint is not None:
             self.encoder = load_model(checkpoint, arch=arch)
+            if pixels:
+                self.encoder = RawPixels(self.encoder.config)
+        elif pixels:
+            self.encoder = RawPixels(model_config(arch or "mae_vit_mini_patch4_28"))
         elif arch is not None:
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
@@ -129,7 +155,8 @@ class FeatureDataModule(L.LightningDataModule):
         else:
             raise ValueError("give a pretrained `checkpoint`, or an `arch` for the random-initialisation baseline")
         c = self.encoder.config
-        self.pool, self.batch_size, self.feature_dim = pool, batch_size, c.embed_dim
+        self.pool, self.batch_size = pool, batch_size
+        self.feature_dim = getattr(self.encoder, "feature_dim", c.embed_dim)
         self.holdout, self.seed = holdout, seed
         self._image_args = dict(
             dataset=dataset, root=root, img_size=c.img_size, in_chans=c.in_chans, batch_size=batch_size,

@@ -77,12 +77,19 @@ def record(out_dir: str | os.PathLike, **values: Any) -> dict:
     return results
 
 
-def find_checkpoint(explicit: str = "", search: str = "runs", name: str = "mae.safetensors") -> Path | None:
-    """The checkpoint a notebook should start from: the one given, else the newest `name` under `search`."""
+def find_checkpoint(explicit: str = "", search: str = "runs", name: str = "mae.safetensors") -> str | Path | None:
+    """The checkpoint a notebook should start from: a zoo name as given (`maelib.list_pretrained()`, e.g.
+    "mae_vit_mini_patch4_28.fmnist_normpix" or "official:mae_visualize_vit_large"), a path that exists, or with
+    `explicit=""` the newest `name` under `search` (None if there is none). `maelib.load_model` takes all."""
+    from .zoo import is_pretrained_name
+
+    if is_pretrained_name(explicit):
+        return explicit
     if explicit:
         path = Path(explicit)
         if not path.exists():
-            raise FileNotFoundError(f"checkpoint {explicit} does not exist; give another, or '' to search {search}/")
+            raise FileNotFoundError(f"checkpoint {explicit} is neither a file nor a zoo model (maelib.list_pretrained()); "
+                                    f"give another, or '' to search {search}/")
         return path
     found = sorted(Path(search).glob(f"**/{name}"), key=lambda p: p.stat().st_mtime) if Path(search).exists() else []
     return found[-1] if found else None

@@ -5,8 +5,9 @@
     python -m maelib.suite --only 01 03 --out runs/try   # some notebooks
 
 Each notebook runs in order into <out>/<notebook name>/ (the executed notebook, its figures and a
-results.json). Notebooks 4-6 get the checkpoint notebook 3 trained. At the end <out>/summary.json gathers
-every notebook's wall seconds and results.
+results.json). Notebooks 4-6 start from the zoo's trained models by default (notebook 3 compares its own short
+run with them); `-p checkpoint PATH` gives them another. At the end <out>/summary.json gathers every notebook's
+wall seconds and results, and under "lessons" every lesson a notebook checked, with whether it held.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-PRETRAIN = "03_pretraining"
 
 
 def parse_value(text: str):
@@ -30,8 +30,8 @@ def parse_value(text: str):
         return text
 
 
-def parameters_for(notebook: Path, overrides: list[tuple[str, str]], out_dir: Path, checkpoint: Path | None) -> dict:
-    """The parameters to inject: those of `overrides` the notebook declares, plus out_dir and the checkpoint."""
+def parameters_for(notebook: Path, overrides: list[tuple[str, str]], out_dir: Path) -> dict:
+    """The parameters to inject: those of `overrides` the notebook declares, plus out_dir."""
     import papermill as pm
 
     declared = pm.inspect_notebook(str(notebook))
@@ -47,8 +47,6 @@ def parameters_for(notebook: Path, overrides: list[tuple[str, str]], out_dir: Pa
         params[name] = parse_value(value)
     if "out_dir" in declared:
         params["out_dir"] = str(out_dir.resolve())  # notebooks run with notebooks/ as their working directory
-    if checkpoint is not None and "checkpoint" in declared and "checkpoint" not in params:
-        params["checkpoint"] = str(checkpoint)
     return params
 
 
@@ -68,12 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     if not notebooks:
         raise SystemExit(f"no notebooks to run in {NOTEBOOKS}")
     args.out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"notebooks": {}}
-    checkpoint = None
+    summary: dict = {"notebooks": {}, "lessons": {}}
     for nb in notebooks:
         out_dir = args.out / nb.stem
         out_dir.mkdir(parents=True, exist_ok=True)
-        params = parameters_for(nb, args.parameter, out_dir, checkpoint)
+        params = parameters_for(nb, args.parameter, out_dir)
         print(f"\n=== {nb.name} {json.dumps(params)}", flush=True)
         start = time.perf_counter()
         try:
@@ -84,11 +81,14 @@ def main(argv: list[str] | None = None) -> dict:
             results_file = out_dir / "results.json"
             results = json.loads(results_file.read_text()) if results_file.exists() else {}
             summary["notebooks"][nb.stem] = {"wall_seconds": seconds, **results}
+            for lesson, holds in results.get("lessons", {}).items():
+                summary["lessons"][f"{nb.stem}: {lesson}"] = holds
             summary["total_wall_seconds"] = round(sum(v["wall_seconds"] for v in summary["notebooks"].values()), 1)
             (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"    {seconds} s, results: {json.dumps(results)}", flush=True)
-        if nb.stem == PRETRAIN and (out_dir / "mae.safetensors").exists():
-            checkpoint = (out_dir / "mae.safetensors").resolve()
+    failed = [lesson for lesson, holds in summary["lessons"].items() if not holds]
+    print(f"\n{len(summary['lessons']) - len(failed)} of {len(summary['lessons'])} lessons hold"
+          + "".join(f"\n  does not hold: {lesson}" for lesson in failed))
     print(f"\nsuite done in {summary['total_wall_seconds']} s: executed notebooks, figures and summary.json are in "
           f"{args.out.resolve()}")
     return summary

@@ -108,6 +108,14 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120, **savefig_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- reconstruction
+def borrowed_note(model: nn.Module) -> str:
+    """The warning every picture of a norm-pix model carries: its hidden patches are drawn with their true mean
+    and std (`MaskedAutoencoder.pred_to_images`), information the model never had. Empty for pixel targets."""
+    if getattr(model.config, "norm_pix_loss", False):
+        return "\nnorm-pix model: hidden patches drawn with their TRUE mean and std (borrowed, not predicted)"
+    return ""
+
+
 def show_reconstruction(model: nn.Module, imgs: torch.Tensor, mask_ratio: float | None = None,
                         noise: torch.Tensor | None = None, mean: Stats = None, std: Stats = None,
                         max_images: int = 8) -> Figure:
@@ -127,7 +135,8 @@ def show_reconstruction(model: nn.Module, imgs: torch.Tensor, mask_ratio: float 
         for i, img in enumerate(images):
             _image(axes[i, j], img, name if i == 0 else None)
     ratio = out["mask"].float().mean().item()
-    fig.suptitle(f"MAE reconstruction: {ratio:.0%} of patches hidden, loss {out['loss'].item():.4f}", fontsize=10)
+    fig.suptitle(f"MAE reconstruction: {ratio:.0%} of patches hidden, loss {out['loss'].item():.4f}"
+                 + borrowed_note(model), fontsize=10)
     return fig
 
 
@@ -146,7 +155,7 @@ def show_mask_ratios(model: nn.Module, img: torch.Tensor, ratios: Sequence[float
         out = A.reconstruct(model, img, ratio, A.seeded_noise(model, 1, ratio, seed))
         _image(axes[0, j], _grey_out(original, out["mask_map"])[0], f"{ratio:.0%} masked")
         _image(axes[1, j], to_display(out["pasted"], mean, std)[0], f"reconstruction\nloss {out['loss'].item():.3f}")
-    fig.suptitle("reconstruction vs mask ratio", fontsize=10)
+    fig.suptitle("reconstruction vs mask ratio" + borrowed_note(model), fontsize=10)
     return fig
 
 
