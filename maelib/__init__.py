@@ -14,7 +14,7 @@ from .model import MAEConfig, MaskedAutoencoder
 from .patches import normalize_patches, patch_stats, patchify, unpatchify
 from .pos_embed import resize_pos_embed, sincos_2d
 from .registry import create_model, list_models, model_config
-from .zoo import ModelCard, list_pretrained, load_pretrained, pretrained_card, register_pretrained
+from .zoo import ModelCard, list_pretrained, load_pretrained, pretrained_card, pretrained_path, register_pretrained
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "patch_stats",
     "patchify",
     "pretrained_card",
+    "pretrained_path",
     "random_masking",
     "random_noise",
     "read_state_dict",

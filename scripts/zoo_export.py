@@ -3,7 +3,7 @@
     python scripts/zoo_export.py NAME [--skip-probes]
     python scripts/zoo_export.py --table          # the README's table of the shipped cards
 
-The card records the recipe, the training wall time (runs/zoo/NAME/wall_seconds.txt), this machine, today's date
+Weights are measured as shipped: a file over 9.5 MB is stored in float16 (and upcast on load). The card records the recipe, the training wall time (runs/zoo/NAME/wall_seconds.txt), this machine, today's date
 and the measured metrics, each beside its baselines, computed by the same code (the maelib CLI for k-NN and the
 linear probe; `maelib.measure` for reconstructions and the quick check that tests/test_zoo.py repeats).
 Run it on a quiet machine, after the training run.
@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -89,7 +90,12 @@ def export(name: str, probes: bool) -> ModelCard:
     src = run / ("classifier.safetensors" if name.startswith("vit_") else "model.safetensors")
     dst = WEIGHTS_DIR / f"{name}.safetensors"
     WEIGHTS_DIR.mkdir(exist_ok=True)
-    shutil.copyfile(src, dst)
+    if src.stat().st_size > 9.5 * 2**20:  # shipped files stay under ~10 MB: half precision, upcast again on load
+        tensors, metadata = maelib.read_state_dict(src)
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(dst),
+                  metadata={**metadata, "stored_dtype": "float16"})
+    else:
+        shutil.copyfile(src, dst)
     common = dict(name=name, source="shipped", licence=LICENCE, recipe=f"bash scripts/zoo_train.sh {name} && "
                   f"python scripts/zoo_export.py {name}", wall_seconds=wall, machine=machine(),
                   date=datetime.date.today().isoformat(), file=dst.name)

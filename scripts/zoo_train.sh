@@ -22,7 +22,7 @@ train() {
     vit_mini_patch4_28.fmnist_finetuned)     # the norm-pix MAE fine-tuned end to end: a Fashion-MNIST classifier
       "$MAELIB" finetune --config configs/finetune_fmnist.yaml \
         --model.checkpoint runs/zoo/mae_vit_mini_patch4_28.fmnist_normpix/model.safetensors \
-        --trainer.max_epochs 15 --model.warmup_epochs 1 --trainer.default_root_dir "$out" "${QUIET[@]}" ;;
+        --trainer.max_epochs 8 --model.warmup_epochs 1 --trainer.default_root_dir "$out" "${QUIET[@]}" ;;
     mae_vit_tiny_patch8_64.photos_pixel)     # colour, pixel target, random crops of the photos shipped offline
       "$MAELIB" pretrain --config configs/pretrain_photos.yaml --trainer.default_root_dir "$out" "${QUIET[@]}" ;;
     *) echo "unknown zoo model $name" >&2; exit 2 ;;
