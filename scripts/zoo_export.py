@@ -120,11 +120,12 @@ def export(name: str, probes: bool) -> ModelCard:
         if not photos:
             normpix = c.norm_pix_loss
             metrics.update(frozen_feature_metrics(name, dst, arch, probes and normpix, baselines=normpix))
-        check_imgs = photo_test_crops(96, img_size=c.img_size) if photos else fmnist_test_images(500)
-        check = {"what": "reconstruction", "data": "photos" if photos else "fashion_mnist", "mask_ratio": 0.75,
-                 "images": len(check_imgs), "value": reconstruction_check(model, check_imgs)["model"]}
         if c.norm_pix_loss:  # the representation model is checked by k-NN, the picture models by reconstruction
             check = {"what": "knn", "pool": "mean", "bank": 10000, "test": 2000, "value": knn_check(str(dst))}
+        else:
+            check_imgs = photo_test_crops(96, img_size=c.img_size) if photos else fmnist_test_images(500)
+            check = {"what": "reconstruction", "data": "photos" if photos else "fashion_mnist", "mask_ratio": 0.75,
+                     "images": len(check_imgs), "value": reconstruction_check(model, check_imgs)["model"]}
         notes = FEATURE_NOTES if c.norm_pix_loss else "reconstruction_* in normalised pixels on hidden patches at mask 0.75"
         mean, std = STATS["photos" if photos else "fashion_mnist"]
         card = ModelCard(kind="mae", arch=arch, arch_overrides=overrides, data=PHOTOS if photos else FMNIST,
