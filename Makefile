@@ -32,7 +32,7 @@ FASHION_MNIST_FILES   := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
 
 help:
 	@echo "make run        install (first time), fetch data, run the notebook suite into runs/suite"
-	@echo "                (parameters: make run RUN_ARGS='-p epochs 3 -p 04:pool mean --out runs/mine')"
+	@echo "                (parameters: make run RUN_ARGS='-p epochs 3 -p 05:pool mean --out runs/mine')"
 	@echo "make demo       a one-minute pretraining demo with reconstruction figures (runs/demo)"
 	@echo "make strip      strip notebook outputs before committing"
 	@echo "make test       install (first time), fetch data, run the test suite"

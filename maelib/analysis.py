@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from .attention import capture_attention
 from .masking import MASKING, check_mask_ratio, num_kept
-from .patches import normalize_patches, patchify, unpatchify
+from .patches import normalize_patches, unpatchify
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -144,51 +144,6 @@ def error_vs_mask_ratio(
             per_repeat.append((err * mask).sum() / mask.sum() if mask.sum() > 0 else torch.tensor(float("nan")))
         means.append(torch.stack([v.cpu() for v in per_repeat]).mean())
     return torch.stack(means)
-
-
-def mean_colour_baseline_mse(imgs: torch.Tensor, mask: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """MSE over hidden patches when each is predicted by its image's mean visible colour. -> scalar tensor.
-
-    imgs: (N, C, H, W), mask: (N, L) with 1 = hidden. The colour is the per-channel mean of all visible
-    pixels of the image. A reconstruction in the same pixel space should beat this number.
-    """
-    n, c = imgs.shape[:2]
-    patches = patchify(imgs, patch_size).reshape(n, mask.shape[1], patch_size * patch_size, c).float()  # (N, L, P, C)
-    visible = (1 - mask.float())[:, :, None, None]  # (N, L, 1, 1)
-    colour = (patches * visible).sum(dim=(1, 2)) / (visible.sum(dim=(1, 2)) * patch_size**2)  # (N, C)
-    err = (patches - colour[:, None, None, :]).pow(2).mean(dim=(2, 3))  # (N, L)
-    return (err * mask).sum() / mask.sum().clamp_min(1)
-
-
-def reconstruction_baselines(
-    model: nn.Module, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None
-) -> dict[str, float]:
-    """MSE over the hidden patches in input space (normalised pixels) of the model and of its honest baselines.
-
-      model           the model's reconstruction (a norm-pix model's is scaled with each hidden patch's true
-                      mean and std, see `reconstruct`: borrowed information)
-      predict_zero    every hidden pixel predicted as 0: the dataset's mean colour in normalised space
-      mean_colour     each image's mean visible colour (`mean_colour_baseline_mse`)
-      flat_true_mean  each hidden patch filled with its own true mean colour: what a norm-pix picture borrows;
-                      a model that beats it predicts structure inside the patches, not only their colour
-    """
-    out = reconstruct(model, imgs, mask_ratio, noise)
-    with torch.no_grad():
-        imgs = imgs.to(out["pred"].device).float()
-        mask = out["mask"].float()
-        p, c = model.config.patch_size, imgs.shape[1]
-        target = model.patchify(imgs)  # (N, L, p*p*C)
-        patches = target.reshape(*target.shape[:2], p * p, c)  # (N, L, p*p, C)
-
-        def hidden_mean(err: torch.Tensor) -> float:  # err (N, L)
-            return ((err * mask).sum() / mask.sum().clamp_min(1)).item()
-
-        return dict(
-            model=hidden_mean((model.patchify(out["reconstruction"].float()) - target).pow(2).mean(-1)),
-            predict_zero=hidden_mean(target.pow(2).mean(-1)),
-            mean_colour=mean_colour_baseline_mse(imgs, mask, p).item(),
-            flat_true_mean=hidden_mean((patches - patches.mean(2, keepdim=True)).pow(2).mean((2, 3))),
-        )
 
 
 # ---------------------------------------------------------------------------------------------- attention
@@ -333,17 +288,19 @@ def mean_attention_distance(
     As in the ViT paper (Fig. 7): the cls token is left out as query and key, each query's weights over the
     patch keys are renormalised to sum to 1, and the distance is averaged over queries and images.
     Small values mean local attention, large values global. ids_keep maps tokens to patches when masked.
+    Computed in float64: a query that attends almost only to the cls token leaves its patch weights summing to
+    1e-20 or less, and renormalising those must not be cut short (a clamp would count it as distance 0).
     """
-    a = attn[:, :, 1:, 1:].float()
-    a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    dist = patch_distances(grid, patch_size)  # (L, L)
+    a = attn[:, :, 1:, 1:].double()
+    a = a / a.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    dist = patch_distances(grid, patch_size).double()  # (L, L)
     if ids_keep is None:
         dist = dist.expand(a.shape[0], -1, -1)
     else:
         idx = ids_keep.to(torch.long)
         dist = dist[idx[:, :, None], idx[:, None, :]]  # (N, K, K)
     per_query = (a * dist[:, None]).sum(dim=-1)  # (N, h, K)
-    return per_query.mean(dim=(0, 2))
+    return per_query.mean(dim=(0, 2)).float()
 
 
 def attention_distances(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
@@ -387,3 +344,7 @@ def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int
         perplexity = min(30.0, max(1.0, (x.shape[0] - 1) / 3))
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+
+
+# The reconstruction baselines live in their own file; imported here, where the notebooks look for them.
+from .baselines import interpolate_hidden, mean_colour_baseline_mse, reconstruction_baselines  # noqa: E402,F401

@@ -112,6 +112,25 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return obj, metadata
 
 
+def checkpoint_config(path: str | os.PathLike) -> MAEConfig | None:
+    """The MAEConfig stored in a maelib .safetensors file, read from its header alone (no tensors are loaded);
+    None when the file carries none (a state dict from elsewhere). A zoo name stands for its file."""
+    from safetensors import safe_open
+
+    path = _zoo_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get("config")
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); was it truncated?") from e
+    if text is None:
+        return None
+    try:
+        return MAEConfig.from_dict(json.loads(text))
+    except ValueError as e:  # json.JSONDecodeError is a ValueError too
+        raise ValueError(f"the config stored in {path} is not a valid MAEConfig: {e}") from e
+
+
 def _zoo_file(path: str | os.PathLike) -> Path:
     """`path`, or the local file of the zoo model so named (an official one is downloaded the first time)."""
     from .zoo import is_pretrained_name, pretrained_path

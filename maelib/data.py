@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
 
+from .color import JITTER, color_jitter, jitter_params
 from .rng import AUGMENT, ORDER, BatchKey, keyed_generator
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,12 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "photos": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 # dataset="photos": each training photo appears this often per epoch (as a new random crop each time), and each
-# held-out photo this often in the val/test split; the photos are stored at twice the model's img_size.
+# held-out photo this often in the val/test split. Training photos are stored at 4x the model's img_size, so that
+# small crops still hold new detail (more distinct views of few photos), held-out ones at 2x.
 PHOTO_REPEATS = {"train": 256, "test": 32}
+PHOTO_SCALE = {"train": 4, "test": 2}
 DATASETS = tuple(STATS)
-AUGMENTS = ("mae", "flip", "none")
+AUGMENTS = ("mae", "mae_color", "flip", "none")
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL and torchvision convert RGB to grey
 _LAYOUT = "root/class_name/image.jpg (one sub-folder per class, e.g. photos/cat/001.jpg, photos/dog/002.png)"
 
@@ -387,13 +390,16 @@ def eval_transform(*, img_size: int, in_chans: int, mean: Sequence[float], std: 
 
 def train_transform(*, img_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float],
                     augment: str = "mae", crop_scale: tuple[float, float] = (0.2, 1.0),
-                    normalize: bool = True) -> v2.Compose:
+                    normalize: bool = True, jitter: tuple[float, float, float, float] = JITTER) -> v2.Compose:
     """Like `eval_transform` but augmented: "mae" is the paper's RandomResizedCrop(img_size, scale=crop_scale,
-    bicubic) + horizontal flip; "flip" only flips; "none" is the eval transform. On 28 px images a larger
-    crop_scale minimum (e.g. 0.35) keeps more of each object. normalize=False: uint8 out (see `ToModelInput`)."""
-    if augment == "mae":
+    bicubic) + horizontal flip; "mae_color" adds torchvision's ColorJitter(*jitter); "flip" only flips; "none"
+    is the eval transform. On 28 px images a larger crop_scale minimum (e.g. 0.35) keeps more of each object.
+    normalize=False: uint8 out (see `ToModelInput`)."""
+    if augment in ("mae", "mae_color"):
         geometry = [v2.RandomResizedCrop(img_size, scale=crop_scale, interpolation=v2.InterpolationMode.BICUBIC,
                                          antialias=True), v2.RandomHorizontalFlip()]
+        if augment == "mae_color":
+            geometry.append(v2.ColorJitter(*jitter[:3], hue=jitter[3]))
     elif augment == "flip":
         geometry = [*_resize_crop(img_size), v2.RandomHorizontalFlip()]
     elif augment == "none":
@@ -444,18 +450,21 @@ def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float] =
 class BatchTransform:
     """The in-memory datasets' transform, vectorised: uint8 (N, C, H, W) -> normalised float (N, in_chans, S, S).
 
-    augment: "mae" (random resized crop + flip, `random_resized_crop`), "flip" (resize + random flip) or "none"
-    (resize the short side + centre crop, the eval transform). Same meaning as `train_transform`.
+    augment: "mae" (random resized crop + flip, `random_resized_crop`), "mae_color" (then `color_jitter` with
+    strengths `jitter`), "flip" (resize + random flip) or "none" (resize the short side + centre crop, the eval
+    transform). Same meaning as `train_transform`.
     With a `BatchKey` the random parameters of the whole global batch are drawn from the key's generator and
     this process's rows are kept: row i of global batch t is augmented the same on 1 or N processes, and
     after a resume. Without a key they come from the global RNG.
     """
 
     def __init__(self, *, img_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float],
-                 augment: str = "none", crop_scale: tuple[float, float] = (0.2, 1.0)) -> None:
+                 augment: str = "none", crop_scale: tuple[float, float] = (0.2, 1.0),
+                 jitter: tuple[float, float, float, float] = JITTER) -> None:
         if augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         self.img_size, self.augment, self.crop_scale = img_size, augment, tuple(crop_scale)
+        self.jitter = tuple(jitter)
         self.to_input = ToModelInput(in_chans, mean, std)
 
     def __call__(self, imgs: torch.Tensor, key: BatchKey | None = None) -> torch.Tensor:
@@ -464,9 +473,14 @@ class BatchTransform:
             raise ValueError(f"the batch key is for {key.batch_size} images per process, got {len(x)}")
         g = key.generator(AUGMENT) if key is not None else None
         n, rows = (key.global_size, key.rows) if key is not None else (len(x), slice(None))
-        if self.augment == "mae":
+        if self.augment in ("mae", "mae_color"):
             theta = crop_params(n, *x.shape[-2:], self.crop_scale, flip=True, generator=g)[rows]
-            return random_resized_crop(x, self.img_size, theta=theta)
+            x = random_resized_crop(x, self.img_size, theta=theta)
+            if self.augment == "mae_color":  # in pixel space [0, 1], then normalised again
+                mean, std = self.to_input.mean.to(x), self.to_input.std.to(x)
+                jittered = color_jitter(x * std + mean, jitter_params(n, self.jitter, generator=g)[rows])
+                x = (jittered - mean) / std
+            return x
         if x.shape[-2:] != (self.img_size, self.img_size):
             x = v2.functional.center_crop(v2.functional.resize(
                 x, self.img_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), self.img_size)
@@ -640,7 +654,9 @@ class MAEDataModule(L.LightningDataModule):
     img_size, in_chans: the model's input; images are resized/cropped and grey<->RGB converted to match.
     num_workers: 0 by default: the in-memory datasets transform a batch in a few ms, and on a 2-core machine a
         worker process competes with training. For image folders (decoding files) use 2..os.cpu_count().
-    augment: "mae" (the paper's crop + flip), "flip" or "none"; crop_scale: RandomResizedCrop's scale range.
+    augment: "mae" (the paper's crop + flip), "mae_color" (crop + flip + colour jitter of strengths `jitter`,
+        the paper's Table 1e), "flip" or "none"; crop_scale: RandomResizedCrop's scale range; jitter: the
+        brightness, contrast, saturation and hue strengths of "mae_color" (`maelib.color.JITTER`).
     val_fraction: imagefolder only, the seeded held-out share used for val and test. The other datasets
         validate and test on their test split.
     train_subset, test_subset: a seeded random N of the train / test (val) images, for quick runs (with
@@ -669,7 +685,8 @@ class MAEDataModule(L.LightningDataModule):
                  crop_scale: tuple[float, float] = (0.2, 1.0), val_fraction: float = 0.1,
                  train_subset: int | None = None, test_subset: int | None = None, stl10_unlabeled: bool = False,
                  min_classes: int | None = None, seed: int = 0, download: bool = True,
-                 normalize_on_device: bool | None = None) -> None:
+                 normalize_on_device: bool | None = None,
+                 jitter: tuple[float, float, float, float] = JITTER) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -734,7 +751,7 @@ class MAEDataModule(L.LightningDataModule):
         h = self.hparams
         kw = dict(img_size=h.img_size, in_chans=h.in_chans, mean=self.mean, std=self.std)
         if h.dataset == "imagefolder":  # files of any size: per-image transforms on PIL images
-            train_tf = train_transform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale))
+            train_tf = train_transform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
             eval_tf = eval_transform(**kw)
             samples, self._class_names, self.skipped_files = scan_image_folder(h.root)
             if len(samples) < 2:
@@ -747,12 +764,13 @@ class MAEDataModule(L.LightningDataModule):
             val = self._take(val, h.test_subset, "test_subset")
             self.train_set = ImageFileDataset(train, train_tf, h.in_chans)
             self.train_set_uint8 = ImageFileDataset(train, train_transform(
-                **kw, augment=h.augment, crop_scale=tuple(h.crop_scale), normalize=False), h.in_chans)
+                **kw, augment=h.augment, crop_scale=tuple(h.crop_scale), normalize=False, jitter=tuple(h.jitter)),
+                h.in_chans)
             self.labelled_train_set = ImageFileDataset(train, eval_tf, h.in_chans)
             self.val_set = self.test_set = ImageFileDataset(val, eval_tf, h.in_chans)
             train_labels = [label for _, label in train]
         else:  # in-memory uint8 tensors: one vectorised transform per batch
-            train_tf = BatchTransform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale))
+            train_tf = BatchTransform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
             eval_tf = BatchTransform(**kw, augment="none")
             images, labels, self._class_names = self._load("train")
             images, labels = self._take((images, labels), h.train_subset, "train_subset")
@@ -782,9 +800,10 @@ class MAEDataModule(L.LightningDataModule):
             from .photos import HELD_OUT_PHOTOS, load_photos, training_photos
 
             names = training_photos() if split == "train" else list(HELD_OUT_PHOTOS)
-            repeats = PHOTO_REPEATS["train" if split == "train" else "test"]
-            images = load_photos(names, size=2 * h.img_size).repeat_interleave(repeats, dim=0)
-            return images, torch.arange(len(names)).repeat_interleave(repeats), names
+            which = "train" if split == "train" else "test"
+            images = load_photos(names, size=PHOTO_SCALE[which] * h.img_size)
+            images = images.repeat_interleave(PHOTO_REPEATS[which], dim=0)
+            return images, torch.arange(len(names)).repeat_interleave(PHOTO_REPEATS[which]), names
         if h.dataset == "fashion_mnist":
             return (*load_fashion_mnist(split, h.root, download=h.download), CLASS_NAMES["fashion_mnist"])
         return load_torchvision(h.dataset, split, h.root, download=h.download)

@@ -82,6 +82,17 @@ def knn_accuracy(
     return (preds == test_labels).float().mean().item()
 
 
+def pca_project(train: torch.Tensor, test: torch.Tensor, dims: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and test features (N, F), (M, F) -> their coordinates (N, dims), (M, dims) on the first `dims`
+    principal directions of the centred training features (`torch.pca_lowrank`, seeded: it is randomised).
+    E.g. raw pixels cut to an encoder's width, to compare the two at equal dimension."""
+    centre = train.float().mean(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, _, v = torch.pca_lowrank(train.float() - centre, q=dims, center=False)  # v: (F, dims)
+    return (train.float() - centre) @ v, (test.float() - centre) @ v
+
+
 class RawPixels(nn.Module):
     """The honest baseline of every frozen-feature evaluation: the normalised input pixels themselves, flattened.
 

@@ -30,7 +30,7 @@ from .data import ImageFileDataset, ResumableBatchSampler, TensorImageDataset
 from .evaluate import linear_probe_head
 from .masking import check_mask_ratio
 from .model import MaskedAutoencoder
-from .optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine_scheduler, weight_decay_groups
+from .optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine_scheduler, warmup_steps, weight_decay_groups
 from .registry import create_model
 from .rng import MASK, STEP, BatchKey, fixed_noise
 
@@ -53,8 +53,8 @@ class ScheduledModule(L.LightningModule):
         if total == float("inf"):
             raise ValueError("set max_epochs or max_steps: the lr schedule needs to know where training ends")
         steps_per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
-        warmup = min(int(warmup_epochs * steps_per_epoch), int(total) // 2)
-        return warmup_cosine_scheduler(optimizer, warmup, int(total), min_lr_ratio)
+        return warmup_cosine_scheduler(optimizer, warmup_steps(warmup_epochs, steps_per_epoch, total), int(total),
+                                       min_lr_ratio)
 
     def log_lr(self) -> None:
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)

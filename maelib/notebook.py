@@ -39,30 +39,48 @@ def check_parameter(name: str, value: Any, kind: type | tuple[type, ...], low: f
 
 
 # ------------------------------------------------------------------ exercises
-def check(answer: Any, expected: Any, what: str = "your answer", atol: float = 1e-5) -> bool:
-    """Compare a learner's answer with the expected one and say what is wrong; never raises.
+# How strict `check` is, from the environment: "" (default) only prints, for students; "strict" (the test runs)
+# raises on a wrong answer; "solutions" (the test run of the exercises with their solutions) also raises on an
+# unanswered one.
+CHECKS_ENV = "MAELIB_CHECKS"
 
-    Works for numbers, tensors (shape, then values) and anything comparable with ==.
-    An answer left as None is reported as not done yet.
+
+class CheckFailed(AssertionError):
+    """A notebook check failed while $MAELIB_CHECKS asked for failures to stop the run."""
+
+
+def _verdict(ok: bool | None, message: str) -> bool:
+    print(message)
+    mode = os.environ.get(CHECKS_ENV, "")
+    if mode not in ("", "strict", "solutions"):
+        raise ValueError(f"${CHECKS_ENV} must be empty, 'strict' or 'solutions', got {mode!r}")
+    if (ok is False and mode) or (ok is None and mode == "solutions"):
+        raise CheckFailed(message)
+    return bool(ok)
+
+
+def check(answer: Any, expected: Any, what: str = "your answer", atol: float = 1e-5) -> bool:
+    """Compare an answer (a learner's, or a notebook's own version of a maelib function) with the expected one and
+    say what is wrong: ✓ or ✗ and why, or "not answered yet" for None. Returns whether it matched.
+
+    Works for numbers, tensors (shape, then values) and anything comparable with ==. It only prints, unless
+    $MAELIB_CHECKS is "strict" (a wrong answer raises `CheckFailed`, as in the test runs of the notebooks) or
+    "solutions" (an unanswered one raises too).
     """
     if answer is None:
-        print(f"… {what}: not answered yet")
-        return False
+        return _verdict(None, f"… {what}: not answered yet")
     if isinstance(expected, torch.Tensor) or isinstance(answer, torch.Tensor):
         answer, expected = torch.as_tensor(answer), torch.as_tensor(expected)
         if answer.shape != expected.shape:
-            print(f"✗ {what}: shape {tuple(answer.shape)}, expected {tuple(expected.shape)}")
-            return False
+            return _verdict(False, f"✗ {what}: shape {tuple(answer.shape)}, expected {tuple(expected.shape)}")
         ok = torch.allclose(answer.float(), expected.float(), atol=atol)
         worst = (answer.float() - expected.float()).abs().max().item() if answer.numel() else 0.0
-        print(f"✓ {what}" if ok else f"✗ {what}: values differ (largest difference {worst:.3g})")
-        return ok
+        return _verdict(ok, f"✓ {what}" if ok else f"✗ {what}: values differ (largest difference {worst:.3g})")
     if isinstance(expected, float) or isinstance(answer, float):
         ok = math.isclose(float(answer), float(expected), rel_tol=1e-4, abs_tol=atol)
     else:
         ok = answer == expected
-    print(f"✓ {what}" if ok else f"✗ {what}: got {answer!r}, expected {expected!r}")
-    return bool(ok)
+    return _verdict(bool(ok), f"✓ {what}" if ok else f"✗ {what}: got {answer!r}, expected {expected!r}")
 
 
 # ------------------------------------------------------------------ results and checkpoints
@@ -77,12 +95,36 @@ def record(out_dir: str | os.PathLike, **values: Any) -> dict:
     return results
 
 
-def find_checkpoint(explicit: str = "", search: str = "runs", name: str = "mae.safetensors") -> str | Path | None:
+RUNS_ENV = "MAELIB_RUNS"
+
+
+def runs_dir() -> Path:
+    """Where the notebooks write and look for runs: $MAELIB_RUNS when set; ../runs when the working directory is
+    the notebooks/ folder of a maelib clone; ./runs anywhere else (a notebook alone in Colab, say)."""
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV])
+    here = Path.cwd()
+    if here.name == "notebooks" and (here.parent / "maelib" / "__init__.py").exists():
+        return here.parent / "runs"
+    return here / "runs"
+
+
+def output_dir(out_dir: str, notebook: str) -> str:
+    """A notebook's output folder, created: `out_dir` when given, else runs_dir()/notebooks/<notebook>."""
+    path = Path(out_dir) if out_dir else runs_dir() / "notebooks" / notebook
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def find_checkpoint(explicit: str = "", search: str | Path | None = None,
+                    name: str = "mae.safetensors") -> str | Path | None:
     """The checkpoint a notebook should start from: a zoo name as given (`maelib.list_pretrained()`, e.g.
     "mae_vit_mini_patch4_28.fmnist_normpix" or "official:mae_visualize_vit_large"), a path that exists, or with
-    `explicit=""` the newest `name` under `search` (None if there is none). `maelib.load_model` takes all."""
+    `explicit=""` the newest `name` under `search` (default `runs_dir()`; None if there is none).
+    `maelib.load_model` takes all."""
     from .zoo import is_pretrained_name
 
+    search = runs_dir() if search is None else search
     if is_pretrained_name(explicit):
         return explicit
     if explicit:
@@ -93,6 +135,41 @@ def find_checkpoint(explicit: str = "", search: str = "runs", name: str = "mae.s
         return path
     found = sorted(Path(search).glob(f"**/{name}"), key=lambda p: p.stat().st_mtime) if Path(search).exists() else []
     return found[-1] if found else None
+
+
+def precision() -> str:
+    """Lightning's precision for this machine: bf16 autocast on GPUs with bf16 units (Ampere and newer), fp16
+    with a gradient scaler on older ones (a Colab T4), float32 on the CPU."""
+    if not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
+
+
+def checkpoint_or_pretrain(checkpoint: str, out_dir: str | os.PathLike, *, arch: str = "mae_vit_mini_patch4_28",
+                           epochs: int = 3, train_images: int = 10000, seed: int = 0) -> str | Path:
+    """The MAE a notebook starts from: `find_checkpoint(checkpoint)`, or, when that finds none, a short pretraining
+    run here on Fashion-MNIST (notebook 4's recipe: base lr 2e-3, half an epoch of warm-up), saved as
+    out_dir/fallback_mae.safetensors (not mae.safetensors, so that a real run of notebook 4 is found first)."""
+    found = find_checkpoint(checkpoint)
+    if found is not None:
+        return found
+    import lightning as L
+
+    from .checkpoint import save_model
+    from .data import MAEDataModule
+    from .modules import MAEPretrainModule
+    from .registry import model_config
+
+    print(f"no checkpoint given and no mae.safetensors under {runs_dir()}: pretraining {arch} here for {epochs} "
+          f"epoch(s) on {train_images} images (run notebook 4, or give a zoo name, for a better one)")
+    L.seed_everything(seed, verbose=False)
+    config = model_config(arch)
+    data = MAEDataModule(img_size=config.img_size, in_chans=config.in_chans, batch_size=min(256, train_images),
+                         train_subset=train_images, augment="mae", seed=seed)
+    module = MAEPretrainModule(arch=arch, base_lr=2e-3, warmup_epochs=0.5)
+    L.Trainer(max_epochs=epochs, accelerator="auto", devices=1, precision=precision(), limit_val_batches=0,
+              logger=False, enable_checkpointing=False, enable_model_summary=False).fit(module, datamodule=data)
+    return save_model(module.model, Path(out_dir) / "fallback_mae.safetensors")
 
 
 def quiet_lightning() -> None:

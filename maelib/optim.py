@@ -22,6 +22,11 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_steps(warmup_epochs: float, steps_per_epoch: float, total_steps: int) -> int:
+    """Steps of linear warm-up for `warmup_epochs` epochs, capped at half the run (a short run still decays)."""
+    return min(int(warmup_epochs * steps_per_epoch), int(total_steps) // 2)
+
+
 def warmup_cosine_scheduler(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
 ) -> dict:

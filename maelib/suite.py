@@ -1,11 +1,11 @@
 """Run the notebook suite headless with papermill: `make run` (or `python -m maelib.suite`).
 
     python -m maelib.suite                               # every notebook, default parameters, into runs/suite
-    python -m maelib.suite -p epochs 3 -p 04:pool mean   # a parameter for every notebook that has it / for one
+    python -m maelib.suite -p epochs 3 -p 05:pool mean   # a parameter for every notebook that has it / for one
     python -m maelib.suite --only 01 03 --out runs/try   # some notebooks
 
 Each notebook runs in order into <out>/<notebook name>/ (the executed notebook, its figures and a
-results.json). Notebooks 4-6 start from the zoo's trained models by default (notebook 3 compares its own short
+results.json). Notebooks 5-7 start from the zoo's trained models by default (notebook 4 compares its own short
 run with them); `-p checkpoint PATH` gives them another. At the end <out>/summary.json gathers every notebook's
 wall seconds and results, and under "lessons" every lesson a notebook checked, with whether it held.
 """

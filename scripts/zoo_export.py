@@ -35,8 +35,9 @@ from maelib.zoo import WEIGHTS_DIR, ModelCard  # noqa: E402
 
 MAELIB = str(ROOT / ".venv" / "bin" / "maelib")
 FMNIST = "Fashion-MNIST train (60,000 images, 28 px grey); metrics on its 10,000 test images"
-PHOTOS = ("random resized crops (10-100% of the area, flips) of the photos in maelib.photos that ship inside "
-          "scikit-image, scikit-learn and matplotlib, at 64 px; chelsea, flower and grace_hopper held out")
+PHOTOS = ("random resized crops (5-100% of the area of each photo stored at 256 px, flips, colour jitter 0.4/0.4/0.4 "
+          "with any hue) of the photos in maelib.photos that ship inside scikit-image, scikit-learn and matplotlib, "
+          "at 64 px; chelsea, flower and grace_hopper held out")
 FEATURE_NOTES = ("k-NN: weighted (k=20, T=0.07, cosine), bank = the 60k training images; linear probes: BatchNorm + "
                  "linear, SGD, 30 epochs on the 60k training images (maelib linprobe --config "
                  "configs/linprobe_fmnist.yaml); the raw pixels' probe at base lr 0.01, chosen on a held-out 10k of "
@@ -152,8 +153,11 @@ def table() -> str:
                             f"{m['linprobe_random_mean']:.1%}")
         else:
             use = "pictures (pixel target: nothing borrowed)"
+            interpolate = m.get("reconstruction_mse_interpolate")
             numbers = (f"hidden-patch MSE {m['reconstruction_mse_model']:.3f} vs mean colour "
-                       f"{m['reconstruction_mse_mean_colour']:.3f}, each patch's true mean "
+                       f"{m['reconstruction_mse_mean_colour']:.3f}, "
+                       + (f"interpolation {interpolate:.3f}, " if interpolate is not None else "")
+                       + "each patch's true mean "
                        f"{m['reconstruction_mse_flat_true_mean']:.3f}, predict zero {m['reconstruction_mse_predict_zero']:.3f}")
         rows.append(f"| `{name}` | {use} | {card.wall_seconds:.0f} s, {card.date} | {numbers} |")
     return "\n".join(rows)

@@ -177,3 +177,51 @@ def test_embed_2d(method):
     assert xy.shape == (20, 2) and np.isfinite(xy).all()
     with pytest.raises(ValueError):
         A.embed_2d(torch.randn(5, 3), method="umap")
+
+
+def test_interpolation_fills_smooth_images_and_keeps_the_visible_pixels():
+    ramp = torch.linspace(-1, 1, 28).view(1, 1, 1, 28).expand(2, 1, 28, 28).contiguous()  # smooth: easy to interpolate
+    mask = torch.zeros(2, 49)
+    mask[:, ::3] = 1  # a third of the patches hidden, each with visible neighbours
+    filled = A.interpolate_hidden(ramp, mask, 4)
+    visible = 1 - A.mask_to_image(mask, 4)
+    assert torch.equal(filled * visible, ramp * visible)
+    hidden_mse = ((filled - ramp) ** 2).sum() / (1 - visible).sum()
+    assert hidden_mse < 0.05 * (ramp**2).mean()  # far below predicting zero on a ramp
+    # a hidden patch far from every visible one is filled worse than one next to visible pixels
+    sparse = torch.ones(1, 49)
+    sparse[0, 0] = 0  # only the top-left patch visible
+    far = A.interpolate_hidden(ramp[:1], sparse, 4)
+    assert ((far - ramp[:1]) ** 2).mean() > 10 * hidden_mse
+
+
+def test_reconstruction_baselines_include_interpolation(model, imgs):
+    errors = A.reconstruction_baselines(model, imgs, 0.75, A.seeded_noise(model, len(imgs), 0.75, 0))
+    assert list(errors) == ["model", "predict_zero", "mean_colour", "interpolate", "flat_true_mean"]
+    assert all(np.isfinite(v) and v >= 0 for v in errors.values())
+
+
+def test_pca_project_keeps_the_main_directions():
+    from maelib.evaluate import pca_project
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(20, 20, generator=g))[0][:, :3]  # 3 orthonormal directions in 20-d
+    train = torch.randn(500, 3, generator=g) * torch.tensor([5.0, 3.0, 2.0]) @ basis.T + 7.0
+    test = torch.randn(50, 3, generator=g) @ basis.T + 7.0
+    a_train, a_test = pca_project(train, test, 3, seed=1)
+    assert a_train.shape == (500, 3) and a_test.shape == (50, 3)
+    # 3 components of data that lives in 3 directions lose nothing: distances are kept
+    dist = lambda x: (x[:, None] - x[None]).norm(dim=-1)  # exact pairwise distances (cdist rounds near 0)
+    assert torch.allclose(dist(a_test), dist(test), atol=1e-3)
+    assert torch.equal(pca_project(train, test, 3, seed=1)[1], a_test)  # seeded
+
+
+def test_mean_attention_distance_renormalises_a_query_that_looks_only_at_the_cls_token():
+    # 1 image, 1 head, cls + 4 patches (2x2 grid, 4 px): patch 0 puts 1 - 1e-25 on the cls token and the rest
+    # evenly on patches 0 and 3 (distance 0 and 4*sqrt(2)); the other queries attend to themselves (distance 0)
+    a = torch.zeros(1, 1, 5, 5)
+    a[0, 0, 1, 0], a[0, 0, 1, 1], a[0, 0, 1, 4] = 1.0, 5e-26, 5e-26
+    for q in (2, 3, 4):
+        a[0, 0, q, q] = 1.0
+    expected = (0.5 * 0 + 0.5 * 4 * 2**0.5) / 4  # averaged over the 4 queries
+    assert A.mean_attention_distance(a, grid=2, patch_size=4).item() == pytest.approx(expected, rel=1e-5)

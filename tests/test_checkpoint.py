@@ -129,3 +129,47 @@ def test_lightning_checkpoint_state_dict_is_unwrapped(tmp_path):
     torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "epoch": 1}, tmp_path / "l.ckpt")
     sd, _ = read_state_dict(tmp_path / "l.ckpt")
     assert set(sd) == set(src.state_dict())
+
+
+def test_checkpoint_config_reads_the_header_only(tmp_path):
+    from maelib.checkpoint import checkpoint_config
+
+    model = maelib.create_model("mae_vit_mini_patch4_28", norm_pix_loss=False)
+    path = maelib.save_model(model, tmp_path / "m.safetensors")
+    assert checkpoint_config(path) == model.config
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    assert checkpoint_config(tmp_path / "plain.safetensors") is None
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "bad.safetensors"), metadata={"config": "{not json"})
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        checkpoint_config(tmp_path / "bad.safetensors")
+    (tmp_path / "text.safetensors").write_text("hello")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        checkpoint_config(tmp_path / "text.safetensors")
+
+
+@pytest.mark.parametrize("pool", ["avg", "token"])
+def test_encoder_weights_go_from_timm_back_to_the_mae(pool):
+    from maelib.convert import encoder_state_from_timm_vit, to_timm_vit
+
+    torch.manual_seed(0)
+    mae = maelib.create_model("mae_vit_mini_patch4_28")
+    vit = to_timm_vit(mae, num_classes=10, global_pool=pool)
+    with torch.no_grad():
+        vit.blocks[1].mlp.fc1.weight.add_(0.5)  # as if fine-tuned
+    back = maelib.create_model("mae_vit_mini_patch4_28")
+    missing, unexpected = back.load_state_dict(encoder_state_from_timm_vit(vit), strict=False)
+    assert unexpected == [] and all(k.startswith(("decoder", "mask_token")) for k in missing)
+    assert torch.equal(back.blocks[1].mlp.fc1.weight, vit.blocks[1].mlp.fc1.weight)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        if pool == "token":  # the normed tokens are the same
+            assert torch.allclose(back.forward_features(x), vit.forward_features(x), atol=1e-5)
+        else:  # pooled: timm's fc_norm of the mean patch token is the MAE's final norm of the same mean
+            tokens = torch.cat([(back.cls_token + back.pos_embed[:, :1]).expand(2, -1, -1),
+                                back.patch_embed(x) + back.pos_embed[:, 1:]], dim=1)
+            for blk in back.blocks:
+                tokens = blk(tokens)
+            pooled = vit.forward_head(vit.forward_features(x), pre_logits=True)
+            assert torch.allclose(back.norm(tokens[:, 1:].mean(1)), pooled, atol=1e-5)

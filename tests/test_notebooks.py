@@ -1,6 +1,10 @@
-"""The notebook suite: hygiene, nbval at tiny parameters, parameter checks, a papermill sweep."""
+"""The notebook suite: hygiene, layout, exercises with their solutions, nbval at tiny parameters with checks that
+fail, a notebook alone in an empty folder (as in Colab), parameter checks, a papermill sweep."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +13,18 @@ import nbformat
 import papermill as pm
 import pytest
 
+from maelib.exercises import exercise_tags, load_solutions, solutions_path, with_solutions
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 SANITIZE = NOTEBOOK_DIR / "nbval_sanitize.cfg"
 CHECK = "NBVAL_CHECK_OUTPUT"
+REPO = "maelib/maelib"
+
+
+def setup_cell_of(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
 
 
 def read(nb: Path) -> nbformat.NotebookNode:
@@ -21,7 +32,7 @@ def read(nb: Path) -> nbformat.NotebookNode:
 
 
 def test_the_suite_is_there():
-    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -32,6 +43,7 @@ def test_outputs_are_stripped(nb):
             continue
         assert cell.execution_count is None, f"cell {i} has an execution count: run `make strip`"
         if CHECK in cell.source:
+            assert cell.outputs, f"cell {i} of {nb.name} is marked {CHECK} but has no stored reference to compare with"
             assert all(o.output_type in ("stream", "execute_result") for o in cell.outputs), f"cell {i}"
             assert all(set(o.get("data", {})) <= {"text/plain"} for o in cell.outputs), f"cell {i} keeps rich output"
         else:
@@ -40,20 +52,75 @@ def test_outputs_are_stripped(nb):
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_layout(nb):
-    """A statement of what it teaches, a `parameters` cell whose values are checked in the next cell,
-    exercises that check themselves, and tiny test parameters that exist in the notebook."""
+    """An opening of what it teaches with its Colab and Binder badges, the setup cell, a `parameters` cell whose
+    values are checked in the next cell, the paper linked, exercises, a summary and further reading, tiny test
+    parameters that exist in the notebook."""
     notebook = read(nb)
     cells = notebook.cells
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
+    assert f"colab.research.google.com/github/{REPO}/blob/main/notebooks/{nb.name}" in cells[0].source
+    assert f"mybinder.org/v2/gh/{REPO}/main?urlpath=lab/tree/notebooks/{nb.name}" in cells[0].source
     code = [c for c in cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged `parameters`"
-    assert "check_parameter(" in code[1].source, "the cell after the parameters must check them"
+    assert "setup" in code[0].metadata.get("tags", []), "the first code cell must be the setup cell"
+    assert "parameters" in code[1].metadata.get("tags", []), "the second code cell must be tagged `parameters`"
+    assert "check_parameter(" in code[2].source, "the cell after the parameters must check them"
     declared = pm.inspect_notebook(str(nb))
     assert "out_dir" in declared
     tiny = notebook.metadata["maelib"]["test_parameters"]
     assert set(tiny) <= set(declared), f"unknown test parameters {set(tiny) - set(declared)}"
     text = "\n".join(c.source for c in cells)
-    assert "check(" in text and "## Exercises" in text and "GPU" in text
+    assert "check(" in text and "GPU" in text and "arxiv.org/abs/2111.06377" in text
+    headings = [line for c in cells if c.cell_type == "markdown" for line in c.source.splitlines() if line.startswith("## ")]
+    for heading in ("## Exercises", "## Summary", "## Further reading"):
+        assert heading in headings, f"{nb.name} has no {heading!r} section"
+
+
+def test_every_notebook_has_the_same_setup_cell():
+    """The Colab install cell cannot import maelib (that is what it installs), so it is repeated: keep it one text."""
+    sources = {nb.name: setup_cell_of(read(nb)).source for nb in NOTEBOOKS}
+    assert len(set(sources.values())) == 1, sources
+    assert f"git+https://github.com/{REPO}" in next(iter(sources.values()))
+
+
+def test_the_setup_cell_installs_a_package_pip_accepts(tmp_path):
+    """The requirement that the setup cell installs, pointed at this checkout instead of GitHub: pip resolves it
+    and the extra exists (no network: --no-deps, --no-build-isolation)."""
+    source = setup_cell_of(read(NOTEBOOKS[0])).source
+    requirement = re.search(r'"(maelib\[[\w,]+\] @ git\+https://github\.com/[\w/]+)"', source).group(1)
+    local = requirement.replace(f"git+https://github.com/{REPO}", ROOT.as_uri())
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-build-isolation",
+                             "--no-index", local], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "does not provide the extra" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_have_solutions_kept_off_the_page(nb):
+    """Every exercise is an unanswered cell tagged exercise-N, followed by its check; its solution lives only in
+    notebooks/solutions/<notebook>.py, and every solution belongs to an exercise."""
+    notebook = read(nb)
+    tags = exercise_tags(notebook)
+    assert len(tags) >= 2, f"{nb.name} has {len(tags)} tagged exercises"
+    assert tags == [f"exercise-{i}" for i in range(1, len(tags) + 1)], tags
+    solutions = load_solutions(nb)
+    with_solutions(nb)  # raises when exercises and solutions do not match one to one
+    cells = notebook.cells
+    page = "\n".join(c.source for c in cells)
+    for i, cell in enumerate(cells):
+        tag = next((t for t in cell.metadata.get("tags", []) if t.startswith("exercise-")), None)
+        if tag is None:
+            continue
+        assert "None" in cell.source, f"{tag} of {nb.name} is not left for the learner to fill in"
+        following = []  # the code cells after the answer, up to the next text cell
+        for later in cells[i + 1:]:
+            if later.cell_type != "code":
+                break
+            following.append(later.source)
+        assert any("check(" in f for f in following), f"no cell after {tag} of {nb.name} checks the answer"
+        for line in solutions[tag].splitlines():
+            line = line.strip()
+            if "=" in line and not line.startswith("#") and len(line) > 25:
+                assert line not in page, f"the solution line {line!r} of {tag} is on the page of {nb.name}"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -61,8 +128,9 @@ def test_notebook_passes_nbval_at_tiny_parameters(nb, tmp_path):
     """papermill injects the notebook's tiny parameters; nbval (lax) runs every cell and compares the
     NBVAL_CHECK_OUTPUT cells with their stored outputs."""
     tiny = read(nb).metadata["maelib"]["test_parameters"]
-    prepared = tmp_path / nb.name
-    pm.execute_notebook(str(nb), str(prepared), parameters={**tiny, "out_dir": str(tmp_path / "out")},
+    solved, prepared = tmp_path / f"solved_{nb.name}", tmp_path / nb.name
+    nbformat.write(with_solutions(nb), solved)  # every exercise answered with its solution
+    pm.execute_notebook(str(solved), str(prepared), parameters={**tiny, "out_dir": str(tmp_path / "out")},
                         prepare_only=True, progress_bar=False)
     # nbval skips comparing cells without an execution count; stripped notebooks have none, so number the
     # cells whose stored output is the reference
@@ -75,8 +143,43 @@ def test_notebook_passes_nbval_at_tiny_parameters(nb, tmp_path):
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
          "--nbval-sanitize-with", str(SANITIZE), "--nbval-cell-timeout", "600", str(prepared)],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "MAELIB_CHECKS": "solutions"},  # a failed or unanswered check fails the run
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_a_notebook_alone_in_an_empty_folder_runs_as_in_colab(tmp_path):
+    """Colab opens a notebook by itself, in an empty working directory: its setup cell (a no-op where maelib is
+    installed) and its defaults must work there, and the outputs land in ./runs."""
+    nb = NOTEBOOK_DIR / "02_building_the_mae.ipynb"
+    alone = tmp_path / "content"
+    alone.mkdir()
+    shutil.copy(nb, alone / nb.name)
+    env = {k: v for k, v in os.environ.items() if k != "MAELIB_RUNS"}
+    env["MAELIB_CHECKS"] = "strict"
+    subprocess.run([sys.executable, "-m", "papermill", nb.name, "executed.ipynb", "--no-progress-bar"],
+                   cwd=alone, env=env, check=True, capture_output=True, timeout=600)
+    results = json.loads((alone / "runs" / "notebooks" / nb.stem / "results.json").read_text())
+    assert results["my_loss"] == pytest.approx(results["maelib_loss"], abs=1e-4)
+
+
+def test_a_wrong_check_fails_a_strict_run_and_only_prints_otherwise(tmp_path, monkeypatch, capsys):
+    from maelib.notebook import CheckFailed, check
+
+    monkeypatch.delenv("MAELIB_CHECKS", raising=False)
+    assert check(2, 3, "two is three") is False and check(None, 3, "later") is False
+    assert "✗ two is three" in capsys.readouterr().out
+    monkeypatch.setenv("MAELIB_CHECKS", "strict")
+    with pytest.raises(CheckFailed, match="two is three"):
+        check(2, 3, "two is three")
+    assert check(None, 3, "later") is False  # unanswered exercises do not fail a strict run
+    assert check(3, 3, "three") is True
+    monkeypatch.setenv("MAELIB_CHECKS", "solutions")
+    with pytest.raises(CheckFailed, match="not answered"):
+        check(None, 3, "later")
+    monkeypatch.setenv("MAELIB_CHECKS", "loud")
+    with pytest.raises(ValueError, match="MAELIB_CHECKS"):
+        check(3, 3)
 
 
 def test_a_broken_parameter_fails_in_the_first_cell_with_a_clear_message(tmp_path):
@@ -88,8 +191,9 @@ def test_a_broken_parameter_fails_in_the_first_cell_with_a_clear_message(tmp_pat
     assert err.value.ename == "ValueError" and "mask_ratio" in err.value.evalue and "1.5" in err.value.evalue
     executed = read(tmp_path / "bad.ipynb")
     code = [c for c in executed.cells if c.cell_type == "code"]
-    assert "injected-parameters" in code[1].metadata.get("tags", [])
-    assert code[2].source == err.value.source
+    assert "setup" in code[0].metadata.get("tags", []) and "parameters" in code[1].metadata.get("tags", [])
+    assert "injected-parameters" in code[2].metadata.get("tags", [])
+    assert code[3].source == err.value.source
 
 
 def test_papermill_sweep_records_the_numbers(tmp_path):
@@ -105,3 +209,34 @@ def test_papermill_sweep_records_the_numbers(tmp_path):
     assert recorded[0.5]["visible_patches"] == 24  # int(49 * 0.5)
     assert recorded[0.9]["visible_patches"] == 4  # int(49 * 0.1)
     assert recorded[0.5]["num_patches"] == recorded[0.9]["num_patches"] == 49
+
+
+def test_runs_dir_and_output_dir(tmp_path, monkeypatch):
+    from maelib.notebook import output_dir, runs_dir
+
+    monkeypatch.delenv("MAELIB_RUNS", raising=False)
+    monkeypatch.chdir(NOTEBOOK_DIR)
+    assert runs_dir() == ROOT / "runs"  # the notebooks folder of a clone
+    monkeypatch.chdir(tmp_path)
+    assert runs_dir() == tmp_path / "runs"  # a notebook alone
+    monkeypatch.setenv("MAELIB_RUNS", str(tmp_path / "elsewhere"))
+    assert runs_dir() == tmp_path / "elsewhere"
+    made = output_dir("", "02_building_the_mae")
+    assert made == str(tmp_path / "elsewhere" / "notebooks" / "02_building_the_mae") and Path(made).is_dir()
+    assert output_dir(str(tmp_path / "given"), "x") == str(tmp_path / "given")
+
+
+def test_solutions_and_exercises_must_match(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("a = None", metadata={"tags": ["exercise-1"]}),
+                nbformat.v4.new_code_cell("check(a, 1)")]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(FileNotFoundError, match="solutions"):
+        load_solutions(path)
+    (tmp_path / "solutions").mkdir()
+    solutions_path(path).write_text("# %% exercise-1\na = 1\n\n# %% exercise-2\nb = 2\n")
+    with pytest.raises(ValueError, match="exercise-2"):
+        with_solutions(path)
+    solutions_path(path).write_text("# intro\n\n# %% exercise-1\na = 1\n")
+    assert with_solutions(path).cells[0].source == "a = 1"

@@ -187,7 +187,7 @@ def test_photos_ship_offline_and_held_out_ones_stay_out_of_training():
 
 
 def test_notebook_6_shows_an_official_format_model_named_by_zoo_name(tmp_path, monkeypatch):
-    """The `-p colour_checkpoint official:...` path of notebook 6, offline: a tiny colour MAE saved in the official
+    """The `-p colour_checkpoint official:...` path of notebook 7, offline: a tiny colour MAE saved in the official
     layout, its card in a folder on $MAELIB_ZOO_PATH, fetched through a file:// URL into a temporary hub cache."""
     import json
 
@@ -206,7 +206,7 @@ def test_notebook_6_shows_an_official_format_model_named_by_zoo_name(tmp_path, m
     monkeypatch.setenv("MAELIB_ZOO_PATH", str(zoo))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     notebooks = Path(__file__).resolve().parent.parent / "notebooks"
-    nb = notebooks / "06_visualising.ipynb"
+    nb = notebooks / "07_visualising.ipynb"
     out = tmp_path / "out"
     params = {**nbformat.read(nb, as_version=4).metadata["maelib"]["test_parameters"], "out_dir": str(out),
               "colour_checkpoint": "official:test_visualize_tiny"}
