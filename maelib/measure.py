@@ -9,6 +9,8 @@ The full figures on a card (60k bank, 10k test images, probes) come from the CLI
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .analysis import reconstruction_baselines, seeded_noise
@@ -34,12 +36,14 @@ def fmnist_test_images(n: int | None = 500, *, seed: int = 0, img_size: int = 28
     return dm.test_set.batch(range(len(dm.test_set)))[0]
 
 
-def photo_test_crops(n: int = 96, *, img_size: int = 64, seed: int = 0) -> torch.Tensor:
-    """n seeded random crops (30-100% of the area, flipped at random) of the held-out photos, normalised with
-    the ImageNet statistics: (n, 3, img_size, img_size). No model of the zoo has seen these photos."""
+def photo_test_crops(n: int = 96, *, img_size: int = 64, seed: int = 0,
+                     names: Sequence[str] | None = None) -> torch.Tensor:
+    """n seeded random crops (30-100% of the area, flipped at random) of the held-out photos (or of `names`),
+    normalised with the ImageNet statistics: (n, 3, img_size, img_size). No model of the zoo has seen the
+    held-out photos."""
     from .photos import HELD_OUT_PHOTOS, load_photos
 
-    photos = load_photos(HELD_OUT_PHOTOS, size=2 * img_size).float() / 255
+    photos = load_photos(HELD_OUT_PHOTOS if names is None else names, size=2 * img_size).float() / 255
     g = torch.Generator().manual_seed(seed)
     pick = torch.randint(len(photos), (n,), generator=g)
     theta = crop_params(n, 2 * img_size, 2 * img_size, (0.3, 1.0), generator=g)

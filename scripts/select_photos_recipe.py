@@ -21,27 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import maelib
 import maelib.data
 import maelib.photos
 from maelib.cli import main as maelib_cli
-from maelib.data import STATS, crop_params, random_resized_crop
-from maelib.measure import reconstruction_check
+from maelib.measure import photo_test_crops, reconstruction_check
 
 SELECTION = ("coffee", "astronaut")
-
-
-def selection_crops(n: int = 192, img_size: int = 64, seed: int = 0) -> torch.Tensor:
-    """n seeded crops (30-100% of the area) of the selection photos, normalised: as `photo_test_crops` does."""
-    photos = maelib.photos.load_photos(list(SELECTION), size=2 * img_size).float() / 255
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randint(len(photos), (n,), generator=g)
-    theta = crop_params(n, 2 * img_size, 2 * img_size, (0.3, 1.0), generator=g)
-    crops = random_resized_crop(photos[pick], img_size, theta=theta)
-    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in STATS["photos"])
-    return (crops - mean) / std
 
 
 def run(tag: str, factor: int, epochs: str, extra: list[str]) -> dict:
@@ -54,7 +40,8 @@ def run(tag: str, factor: int, epochs: str, extra: list[str]) -> dict:
     maelib_cli(["pretrain", "--config", "configs/pretrain_photos.yaml", "--trainer.max_epochs", epochs,
                 "--trainer.default_root_dir", str(out), "--trainer.enable_model_summary", "false",
                 "--trainer.enable_progress_bar", "false", *extra])
-    result = reconstruction_check(maelib.load_model(out / "model.safetensors"), selection_crops())
+    crops = photo_test_crops(192, names=SELECTION)  # seeded crops of the two selection photos
+    result = reconstruction_check(maelib.load_model(out / "model.safetensors"), crops)
     result.update(tag=tag, factor=factor, epochs=epochs, extra=extra, wall=round(time.time() - start))
     with open(out.parent / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
