@@ -226,9 +226,10 @@ def encoder_state_from_timm_vit(vit: nn.Module) -> dict[str, torch.Tensor]:
     """The inverse of `to_timm_vit` for the encoder: a timm ViT's weights (e.g. after fine-tuning) under the MAE's
     parameter names, to load into a `MaskedAutoencoder` with `load_state_dict(..., strict=False)` (the decoder is
     left as it was). `fc_norm` (global pooling) goes back to the encoder's final `norm`; the head is dropped."""
-    state = {}
-    for k, v in vit.state_dict().items():
-        if k.startswith("head.") or (k.startswith("norm.") and "fc_norm.weight" in vit.state_dict()):
+    source, state = vit.state_dict(), {}
+    pooled = "fc_norm.weight" in source
+    for k, v in source.items():
+        if k.startswith("head.") or (k.startswith("norm.") and pooled):
             continue  # the classifier, and the unused final norm of a pooled ViT (timm makes it an Identity)
         state["norm." + k[len("fc_norm."):] if k.startswith("fc_norm.") else k] = v
     return state
