@@ -58,7 +58,7 @@ def mask_to_image(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
     return unpatchify(mask.unsqueeze(-1).expand(-1, -1, patch_size * patch_size), patch_size, 1)
 
 
-def _target(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
+def target_patches(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
     """What the model is trained to predict: (N, L, p*p*C) pixels, per-patch normalised for norm_pix models."""
     target = model.patchify(imgs)
     return normalize_patches(target) if model.config.norm_pix_loss else target
@@ -114,7 +114,7 @@ def patch_errors(
     with torch.no_grad():
         imgs = imgs.to(out["pred"].device)
         if space == "target":
-            err = (out["pred"].float() - _target(model, imgs).float()).pow(2).mean(dim=-1)
+            err = (out["pred"].float() - target_patches(model, imgs).float()).pow(2).mean(dim=-1)
         else:
             err = (model.patchify(out["reconstruction"]) - model.patchify(imgs)).float().pow(2).mean(dim=-1)
     g = model.config.grid_size

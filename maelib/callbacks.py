@@ -67,8 +67,10 @@ class ReconstructionLogger(L.Callback):
         imgs = next(iter(dm.val_dataloader()))[0][: self.num_images].to(pl_module.device)
         model = pl_module.model
         g = torch.Generator().manual_seed(self.seed)
-        noise = torch.rand(len(imgs), model.config.num_patches, generator=g).to(imgs.device)
-        fig = show_reconstruction(model, imgs, noise=noise, mean=dm.mean, std=dm.std, max_images=self.num_images)
+        ratio = getattr(pl_module.hparams, "mask_ratio", None)  # the training ratio, else the model's default
+        ratio = model.config.mask_ratio if ratio is None else ratio
+        noise = model.make_noise(len(imgs), ratio, device=imgs.device, generator=g)  # and its masking strategy
+        fig = show_reconstruction(model, imgs, ratio, noise=noise, mean=dm.mean, std=dm.std, max_images=self.num_images)
         fig.suptitle(f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
         save_figure(fig, Path(trainer.default_root_dir) / "reconstructions" / f"epoch_{trainer.current_epoch + 1:03d}.png")
         for logger in trainer.loggers:

@@ -75,29 +75,51 @@ def block_noise(
     generator: torch.Generator | None = None,
     min_block: int = 4,
     min_aspect: float = 0.3,
+    max_rounds: int = 1000,
 ) -> torch.Tensor:
-    """Block-wise masking as in BEiT: hide random rectangles until the target count is covered. -> (N, L)
+    """Block-wise masking as in BEiT (Bao et al. 2021, Algorithm 1): hide rectangles until the budget is spent.
+    -> (N, L)
 
-    Hidden patches get noise in [1, 2) and visible ones [0, 1), so `random_masking` keeps the visible ones;
-    when the blocks overshoot, a random subset of the hidden ones is shown again to keep the count exact.
+    Each round draws, for every image still under its budget, one block: an area uniform in
+    [min(min_block, left), left] patches (left: what remains of the budget), an aspect ratio log-uniform in
+    [min_aspect, 1 / min_aspect] and a random position. The block is kept only if it hides at least one new
+    patch and no more than `left`, so blocks never overshoot and no hole is punched into one afterwards; every
+    image ends with exactly the count of `random_masking`. Vectorised over the batch: a round is a few tensor
+    operations on (N, grid, grid), whatever N. Hidden patches get noise in [1, 2), visible ones [0, 1).
     """
     num_patches = grid_size * grid_size
     target = num_patches - num_kept(num_patches, mask_ratio)
     hidden = torch.zeros(batch, grid_size, grid_size, dtype=torch.bool)
-    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
-    for i in range(batch):
-        tries = 0
-        while int(hidden[i].sum()) < target and tries < 100 * num_patches:
-            tries += 1
-            area = min_block + (target - min_block) * torch.rand(1, generator=generator).item()
-            aspect = math.exp(log_aspect[0] + (log_aspect[1] - log_aspect[0]) * torch.rand(1, generator=generator).item())
-            h = int(round(math.sqrt(area * aspect)))
-            w = int(round(math.sqrt(area / aspect)))
-            if not (1 <= h <= grid_size and 1 <= w <= grid_size):
-                continue
-            top = int(torch.randint(0, grid_size - h + 1, (1,), generator=generator))
-            left = int(torch.randint(0, grid_size - w + 1, (1,), generator=generator))
-            hidden[i, top : top + h, left : left + w] = True
+    count = torch.zeros(batch, dtype=torch.long)  # hidden patches per image so far
+    rows = torch.arange(grid_size)
+    log_low, log_high = math.log(min_aspect), math.log(1 / min_aspect)
+    for _ in range(max_rounds):
+        todo = torch.nonzero(count < target).flatten()  # the images still under budget
+        if len(todo) == 0:
+            break
+        left = target - count[todo]
+        u = torch.rand(len(todo), 4, generator=generator)  # area, aspect, top, left: one block per image
+        low = torch.minimum(left, torch.full_like(left, min_block)).float()
+        area = low + (left.float() - low) * u[:, 0]
+        aspect = torch.exp(log_low + (log_high - log_low) * u[:, 1])
+        h = torch.sqrt(area * aspect).round().clamp(1, grid_size).long()  # (todo,)
+        w = torch.sqrt(area / aspect).round().clamp(1, grid_size).long()
+        top = (u[:, 2] * (grid_size - h + 1)).long()  # uniform in [0, grid - h]
+        lft = (u[:, 3] * (grid_size - w + 1)).long()
+        in_rows = (rows[None] >= top[:, None]) & (rows[None] < (top + h)[:, None])  # (todo, grid)
+        in_cols = (rows[None] >= lft[:, None]) & (rows[None] < (lft + w)[:, None])
+        block = in_rows[:, :, None] & in_cols[:, None, :]  # (todo, grid, grid)
+        new = (block & ~hidden[todo]).flatten(1).sum(1)  # patches each block would add
+        accept = (new > 0) & (new <= left)
+        chosen = todo[accept]
+        hidden[chosen] = hidden[chosen] | block[accept]
+        count[chosen] += new[accept]
+    short = target - count
+    if (short > 0).any():  # not reached with the defaults; 1-patch blocks finish what the rounds left
+        for i in torch.nonzero(short > 0).flatten().tolist():
+            free = torch.nonzero(~hidden[i].flatten()).flatten()
+            pick = free[torch.randperm(len(free), generator=generator)[: int(short[i])]]
+            hidden[i].view(-1)[pick] = True
     noise = torch.rand(batch, num_patches, generator=generator) + hidden.flatten(1).float()
     return noise.to(device)
 

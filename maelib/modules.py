@@ -182,9 +182,11 @@ class MAEPretrainModule(ScheduledModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
         # The same mask for validation image i every epoch, whatever the batch size or number of processes, so
-        # validation losses are comparable across epochs and runs. (Uniform noise: the paper's random masking.)
+        # validation losses are comparable across epochs and runs; drawn with the model's own masking strategy.
         per_batch = getattr(self.trainer.val_dataloaders, "batch_size", None) or imgs.shape[0]
-        noise = fixed_noise(batch_idx * per_batch, imgs.shape[0], self.model.config.num_patches).to(imgs.device)
+        ratio = self.model.config.mask_ratio if self.hparams.mask_ratio is None else self.hparams.mask_ratio
+        noise = fixed_noise(batch_idx * per_batch, imgs.shape[0], self.model.config.num_patches,
+                            draw=lambda rows, g: self.model.make_noise(rows, ratio, generator=g)).to(imgs.device)
         loss, _, _ = self.model(imgs, mask_ratio=self.hparams.mask_ratio, noise=noise)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
 

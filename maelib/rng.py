@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -70,14 +71,19 @@ class BatchKey:
         return torch.Generator().manual_seed(self.seed_for(stream))
 
 
-def fixed_noise(start: int, n: int, num_patches: int, seed: int = 0, chunk: int = 256) -> torch.Tensor:
-    """Rows start..start+n of an endless table of uniform noise (rows, num_patches), the same for every call:
+def fixed_noise(start: int, n: int, num_patches: int, seed: int = 0, chunk: int = 256,
+                draw: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> torch.Tensor:
+    """Rows start..start+n of an endless table of masking noise (rows, num_patches), the same for every call:
     row i is image i's, whatever the batch size or the number of processes. Drawn in keyed chunks of `chunk`
-    rows, so a batch costs at most a chunk more than its own rows. -> (n, num_patches)"""
+    rows, so a batch costs at most a chunk more than its own rows. draw(rows, generator) -> (rows, num_patches)
+    draws one chunk: uniform noise (random masking) by default, a model's own strategy with
+    `lambda rows, g: model.make_noise(rows, ratio, generator=g)`. -> (n, num_patches)"""
     if n <= 0:
         return torch.empty(0, num_patches)
+    if draw is None:
+        def draw(rows: int, generator: torch.Generator) -> torch.Tensor:
+            return torch.rand(rows, num_patches, generator=generator)
     first, last = start // chunk, (start + n - 1) // chunk
-    table = torch.cat([torch.rand(chunk, num_patches, generator=keyed_generator(seed, c, num_patches, FIXED))
-                       for c in range(first, last + 1)])
+    table = torch.cat([draw(chunk, keyed_generator(seed, c, num_patches, FIXED)).cpu() for c in range(first, last + 1)])
     offset = start - first * chunk
     return table[offset : offset + n]

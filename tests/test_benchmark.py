@@ -50,3 +50,18 @@ def test_profile_step_smoke_run_splits_the_step_by_kind(tmp_path):
     assert abs(sum(report["by_kind_ms"].values()) - report["step_ms"]) < 1e-6 * report["step_ms"] + 1e-9
     assert report["by_kind_ms"]["matmul"] > 0 and report["by_kind_ms"]["optimizer"] > 0
     assert "| kind | ms per step | share |" in result.stdout
+
+
+def test_masking_and_sweep_benchmarks_run(tmp_path):
+    out = tmp_path / "masking.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "masking_speed.py"), "--batch", "64",
+                             "--grid", "7", "--repeats", "2", "--out", str(out)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["masking"] for r in json.loads(out.read_text())["rows"]] == ["random", "block", "grid"]
+    out = tmp_path / "sweep.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_parallel.py"), "--runs", "2",
+                             "--steps", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [(lay["workers"], lay["threads"]) for lay in report["layouts"]][0][0] == 1 and report["speedup"] > 0

@@ -240,3 +240,17 @@ def test_solutions_and_exercises_must_match(tmp_path):
         with_solutions(path)
     solutions_path(path).write_text("# intro\n\n# %% exercise-1\na = 1\n")
     assert with_solutions(path).cells[0].source == "a = 1"
+
+
+def test_the_ablation_child_notebook_runs_one_setting_through_the_sweep(tmp_path):
+    """Notebook 8's papermill child, run by maelib.sweep as one setting at its tiny parameters."""
+    from maelib.sweep import Setting, run_sweep
+
+    child = NOTEBOOK_DIR / "sweeps" / "ablation_run.ipynb"
+    tiny = read(child).metadata["maelib"]["test_parameters"]
+    settings = [Setting("mask_ratio", 0.5, 0, dict(tiny, mask_ratio=0.5, seed=0))]
+    result = run_sweep(settings, tmp_path, executor="inline", notebook=str(child), progress=None)
+    assert not result.failed, result.failed
+    row = result.rows[0]
+    assert row["mask_ratio"] == 0.5 and row["encoder_tokens"] == 1 + 24 and row["steps"] == tiny["steps"]
+    assert (tmp_path / "mask_ratio=0.5" / "seed0" / "ablation_run.ipynb").exists()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from maelib.masking import MASKING, block_noise, check_mask_ratio, grid_noise, num_kept, random_masking
+from maelib.masking import MASKING, block_noise, check_mask_ratio, grid_noise, num_kept, random_masking, random_noise
 from maelib.patches import normalize_patches, patch_stats, patchify, unpatchify
 
 
@@ -94,3 +94,100 @@ def test_block_masking_hides_contiguous_regions():
     # hidden patches cluster: far more hidden neighbours than random masking would give (~50%)
     same_right = (m[:, :, 1:] == m[:, :, :-1]).float().mean()
     assert same_right > 0.7
+
+
+def _beit_reference(grid: int, target: int, rng, min_block: int = 4, min_aspect: float = 0.3):
+    """BEiT's Algorithm 1, one image at a time, as its paper writes it (an independent check of the statistics)."""
+    import math
+
+    hidden = [[False] * grid for _ in range(grid)]
+    count = 0
+    while count < target:
+        for _ in range(10):  # BEiT's attempts per block
+            left = target - count
+            area = rng.uniform(min(min_block, left), left)
+            aspect = math.exp(rng.uniform(math.log(min_aspect), math.log(1 / min_aspect)))
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if h > grid or w > grid or h < 1 or w < 1:
+                continue
+            top, lft = rng.randint(0, grid - h), rng.randint(0, grid - w)
+            new = sum(not hidden[r][c] for r in range(top, top + h) for c in range(lft, lft + w))
+            if 0 < new <= left:
+                for r in range(top, top + h):
+                    for c in range(lft, lft + w):
+                        hidden[r][c] = True
+                count += new
+                break
+    return torch.tensor(hidden)
+
+
+def _components(hidden: torch.Tensor) -> int:
+    """Connected regions (4-neighbour) of a (G, G) boolean mask."""
+    seen, grid, n = set(), hidden.shape[0], 0
+    for start in zip(*torch.nonzero(hidden, as_tuple=True)):
+        start = (int(start[0]), int(start[1]))
+        if start in seen:
+            continue
+        n, stack = n + 1, [start]
+        seen.add(start)
+        while stack:
+            r, c = stack.pop()
+            for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if 0 <= rr < grid and 0 <= cc < grid and hidden[rr, cc] and (rr, cc) not in seen:
+                    seen.add((rr, cc))
+                    stack.append((rr, cc))
+    return n
+
+
+@pytest.mark.parametrize("grid, ratio", [(7, 0.75), (14, 0.4), (14, 0.75), (14, 0.9)])
+def test_block_masking_exact_count_and_reproducible(grid, ratio):
+    a = block_noise(512, grid, ratio, generator=torch.Generator().manual_seed(3))
+    b = block_noise(512, grid, ratio, generator=torch.Generator().manual_seed(3))
+    c = block_noise(512, grid, ratio, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    hidden = a >= 1  # hidden patches carry noise in [1, 2)
+    assert torch.all(hidden.sum(1) == grid * grid - num_kept(grid * grid, ratio))
+    _, mask, _ = random_masking(torch.zeros(512, grid * grid, 1), ratio, a)
+    assert torch.equal(mask.bool(), hidden)  # random_masking hides exactly the blocks
+
+
+def test_block_masking_statistics_match_beits_algorithm():
+    """Same distribution as BEiT's per-image loop (ViT-B's 14 x 14 grid, 40% as in BEiT): hidden patches form a
+    few large regions, where random masking scatters them; every position gets hidden sometimes."""
+    import random
+
+    n, grid, ratio = 300, 14, 0.4
+    target = grid * grid - num_kept(grid * grid, ratio)
+    ours = (block_noise(n, grid, ratio, generator=torch.Generator().manual_seed(0)) >= 1).reshape(n, grid, grid)
+    rng = random.Random(0)
+    ref = torch.stack([_beit_reference(grid, target, rng) for _ in range(n)])
+    scattered = (random_noise(n, grid, ratio, generator=torch.Generator().manual_seed(0))
+                 .argsort(1).argsort(1) >= num_kept(grid * grid, ratio)).reshape(n, grid, grid)
+
+    def stats(m):
+        neighbours = (m[:, :, 1:] == m[:, :, :-1]).float().mean().item()
+        components = sum(_components(x) for x in m[:60]) / 60
+        return neighbours, components
+
+    (ours_nb, ours_cc), (ref_nb, ref_cc), (rand_nb, rand_cc) = stats(ours), stats(ref), stats(scattered)
+    assert abs(ours_nb - ref_nb) < 0.03 and abs(ours_cc - ref_cc) < 0.3 * ref_cc + 0.5
+    assert ours_cc < rand_cc / 3 and ours_nb > rand_nb + 0.15
+    frequency, ref_frequency = ours.float().mean(0), ref.float().mean(0)  # (grid, grid): how often hidden
+    assert frequency.min() > 0 and (frequency - ref_frequency).abs().mean() < 0.05  # BEiT's centre bias, too
+    assert abs(ours.float().mean().item() - target / grid**2) < 1e-6
+
+
+def test_block_masking_is_vectorised_over_the_batch():
+    """A batch of 4096 on ViT-B's grid takes a bounded number of rounds of batched tensor operations (one
+    block per image per round), not a Python loop per image. (Its speed is in benchmarks/, not here.)"""
+    calls = []
+    original = torch.rand
+
+    def counting_rand(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "rand", counting_rand)
+        noise = block_noise(4096, 14, 0.75, generator=torch.Generator().manual_seed(0))
+    assert noise.shape == (4096, 196) and len(calls) < 200  # rounds, whatever the batch

@@ -220,3 +220,34 @@ def test_demo_trains_and_saves_figures(tmp_path):
     assert summary["steps"] == 3 and math.isfinite(summary["val_loss"])
     for name in ("reconstruction_before.png", "reconstruction_after.png", "model.safetensors", "summary.json"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("masking", ["grid", "block"])
+def test_validation_masks_follow_the_models_masking_strategy(masking):
+    """The training module validates with seeded masks of the model's own strategy (not uniform noise), the
+    same for image i whatever the batch size."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from maelib.modules import MAEPretrainModule
+    from maelib.rng import fixed_noise
+
+    torch.manual_seed(0)
+    module = MAEPretrainModule("mae_vit_mini_patch4_28", arch_overrides=dict(depth=1, masking=masking)).eval()
+    imgs = torch.randn(12, 1, 28, 28)
+    losses = {}
+    for batch in (12, 5):
+        trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+        trainer.validate(module, DataLoader(TensorDataset(imgs), batch_size=batch), verbose=False)
+        losses[batch] = trainer.callback_metrics["val/loss"].item()
+    model = module.model
+    noise = fixed_noise(0, 12, 49, draw=lambda rows, g: model.make_noise(rows, 0.75, generator=g))
+    with torch.no_grad():
+        expected, _, mask = model(imgs, mask_ratio=0.75, noise=noise)
+        uniform, _, _ = model(imgs, mask_ratio=0.75, noise=fixed_noise(0, 12, 49))
+    assert losses[12] == pytest.approx(expected.item(), rel=1e-5)
+    assert losses[5] == pytest.approx(expected.item(), rel=1e-3)  # batch-size weighted mean of the same masks
+    assert abs(expected.item() - uniform.item()) > 1e-4
+    if masking == "grid":  # the strategy really was used: every kept patch lies on the stride-2 grid
+        kept = (mask == 0).reshape(12, 7, 7)
+        assert kept.sum() == 12 * 12 and kept[:, ::2, ::2].sum() == 12 * 12
