@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .analysis import seeded_noise, target_patches
-from .evaluate import extract_pooled_features, knn_accuracy, linear_probe_head
+from .evaluate import extract_features, knn_accuracy, linear_probe_head
 
 DATA_SEED, VAL_MASK_SEED = 0, 1234  # the same images and validation masks in every run of a sweep
 LEARNED_MARGIN = 0.95  # "learned": a masked-patch loss below 95% of the predict-zero level
@@ -165,9 +165,8 @@ def run_ablation(*, mask_ratio: float = 0.75, decoder_depth: int = 1, decoder_em
     levels = masked_loss_levels(model, data.test_dataloader(), mask_ratio)
     probe_data = MAEDataModule(train_subset=eval_train_images, test_subset=eval_test_images, augment="none",
                                batch_size=min(256, eval_train_images), seed=DATA_SEED)
-    (train, train_labels), (test, test_labels) = (extract_pooled_features(model, loader) for loader in
-                                                  (probe_data.labelled_train_dataloader(), probe_data.test_dataloader()))
-    features = {pool: ((train[pool], train_labels), (test[pool], test_labels)) for pool in ("cls", "mean")}
+    features = {pool: (extract_features(model, probe_data.labelled_train_dataloader(), pool),
+                       extract_features(model, probe_data.test_dataloader(), pool)) for pool in ("cls", "mean")}
     with torch.no_grad():
         c = model.config
         probe = torch.zeros(1, c.in_chans, c.img_size, c.img_size, device=next(model.parameters()).device)

@@ -19,6 +19,7 @@ from .registry import create_model, model_config
 
 
 @torch.no_grad()
+@torch.no_grad()
 def extract_features(
     model: MaskedAutoencoder, loader: Iterable, pool: str = "cls", device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,31 +27,19 @@ def extract_features(
 
     The model's training flag is restored afterwards.
     """
-    feats, labels = extract_pooled_features(model, loader, (pool,), device)
-    return feats[pool], labels
-
-
-@torch.no_grad()
-def extract_pooled_features(
-    model: MaskedAutoencoder, loader: Iterable, pools: tuple[str, ...] = ("cls", "mean"),
-    device: torch.device | str | None = None,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """`extract_features` for several poolings at the cost of one encoder pass -> ({pool: (N, D)}, labels (N,))."""
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else "cpu"
     was_training = model.training
     model.eval()
-    feats, labels = {p: [] for p in pools}, []
+    feats, labels = [], []
     try:
         for imgs, y in loader:
-            tokens = model.forward_features(imgs.to(device, non_blocking=True))  # (N, 1+L, D)
-            for p in pools:
-                feats[p].append(model.pool_tokens(tokens, p).float().cpu())
+            feats.append(model.features(imgs.to(device, non_blocking=True), pool=pool).float().cpu())
             labels.append(y.cpu())
     finally:
         model.train(was_training)
-    return {p: torch.cat(f) for p, f in feats.items()}, torch.cat(labels)
+    return torch.cat(feats), torch.cat(labels)
 
 
 @torch.no_grad()

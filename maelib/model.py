@@ -266,11 +266,7 @@ class MaskedAutoencoder(nn.Module):
 
     def features(self, imgs: torch.Tensor, pool: str = "cls") -> torch.Tensor:
         """One vector per image from the unmasked encoder: pool="cls" (paper's probe) or "mean" of patches. -> (N, D)"""
-        return self.pool_tokens(self.forward_features(imgs), pool)
-
-    @staticmethod
-    def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
-        """Encoder tokens (N, 1+L, D), cls first -> (N, D): the cls token, or the "mean" of the patch tokens."""
+        tokens = self.forward_features(imgs)
         if pool == "cls":
             return tokens[:, 0]
         if pool == "mean":
