@@ -11,7 +11,7 @@ Presets (Fashion-MNIST; `maelib.ablation.run_ablation` runs one setting):
 
     quick  the CPU default inside `make run`: the three factors of the paper's main lessons (mask ratio 25 / 75%,
            target, mask tokens in the encoder), 3 seeds, 400 steps of 64 images, on the mini ViT at half width
-           (64, decoder 48: 2.5x faster per step): about 5 minutes on 2 cores
+           (64, decoder 48: 2.5x faster per step): 5-8 minutes on 2 cores, by host
     full   what a researcher runs on GPUs or a cluster: every factor, 3 seeds, the mini ViT
            (`mae_vit_mini_patch4_28`), 12,000 steps of 128 images (26 epochs, as long as the zoo's norm-pix model,
            whose features clearly beat a random encoder's) and a larger evaluation (10,000 / 2,000 images).
