@@ -31,6 +31,7 @@ __all__ = [
     "grid_noise",
     "list_models",
     "list_pretrained",
+    "load_classifier",
     "load_model",
     "load_official",
     "load_pretrained",

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .attention import capture_attention
-from .masking import MASKING, check_mask_ratio, num_kept
+from .masking import check_mask_ratio, num_kept
 from .patches import normalize_patches, unpatchify
 
 

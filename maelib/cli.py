@@ -12,7 +12,7 @@ Every setting comes from the classes' signatures and can be given as a flag or i
 Each run writes into its run directory (`--trainer.default_root_dir`, default runs/<command>): logs (CSV and
 TensorBoard, one version per run or resume), Lightning checkpoints (checkpoints/last.ckpt; continue with `--resume last`), the trained model
 as model.safetensors, and metrics.json with the final numbers. Several GPUs or nodes: `--trainer.devices 8
---trainer.strategy ddp` (or fsdp) and `--trainer.num_nodes N`; under SLURM or torchrun Lightning picks up the
+--trainer.strategy ddp` and `--trainer.num_nodes N`; under SLURM or torchrun Lightning picks up the
 cluster environment by itself.
 
 Reliability: checkpoints/last.ckpt is rewritten every `--checkpoint_every_n_steps` optimiser steps (default
@@ -37,7 +37,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentParser, ActionConfigFile
+from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -269,6 +269,8 @@ def knn(args: list[str]) -> dict:
     parser.add_argument("--run_dir", type=str, default="runs/knn", help="where metrics.json goes")
     cfg = parser.parse_args(args)
     data = parser.instantiate_classes(cfg).data
+    if data.feature_device is None and torch.cuda.is_available():  # no Trainer here: the CLI picks the GPU
+        data.feature_device = "cuda"
     data.setup("fit")
     train, test = data.features["train"], data.features["test"]
     acc = knn_accuracy(*train, *test, k=cfg.k, temperature=cfg.temperature)

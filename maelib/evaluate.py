@@ -19,7 +19,6 @@ from .registry import create_model, model_config
 
 
 @torch.no_grad()
-@torch.no_grad()
 def extract_features(
     model: MaskedAutoencoder, loader: Iterable, pool: str = "cls", device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,16 +53,19 @@ def knn_predict(
 ) -> torch.Tensor:
     """Weighted k-NN (Wu et al., 2018; DINO): cosine similarity, the k nearest vote with weight exp(sim / T).
 
-    train_feats: (N, D), train_labels: (N,), test_feats: (M, D) -> predicted labels (M,)
+    train_feats: (N, D), train_labels: (N,), test_feats: (M, D) -> predicted labels (M,), on the device of
+    `train_feats` (the features' own: a bank on the GPU stays there). Any float dtype; scored in float32.
     """
+    device = train_feats.device
     num_classes = num_classes or int(train_labels.max()) + 1
     k = min(k, len(train_feats))
     train = F.normalize(train_feats.float(), dim=1)
+    train_labels = train_labels.to(device)
     preds = []
     for start in range(0, len(test_feats), chunk):
-        sims = F.normalize(test_feats[start : start + chunk].float(), dim=1) @ train.T  # (m, N)
+        sims = F.normalize(test_feats[start : start + chunk].to(device).float(), dim=1) @ train.T  # (m, N)
         top_sims, top_idx = sims.topk(k, dim=1)  # (m, k)
-        votes = torch.zeros(len(sims), num_classes)
+        votes = torch.zeros(len(sims), num_classes, device=device)
         votes.scatter_add_(1, train_labels[top_idx], (top_sims / temperature).exp())
         preds.append(votes.argmax(1))
     return torch.cat(preds)
@@ -80,7 +82,7 @@ def knn_accuracy(
     """Top-1 accuracy (0-1) of `knn_predict` on labelled test features."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     preds = knn_predict(train_feats, train_labels, test_feats, k, temperature, num_classes)
-    return (preds == test_labels).float().mean().item()
+    return (preds == test_labels.to(preds.device)).float().mean().item()
 
 
 def pca_project(train: torch.Tensor, test: torch.Tensor, dims: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +134,7 @@ class FeatureDataModule(L.LightningDataModule):
     training features come from the train split, val/test features from the test split.
     holdout: keep a seeded N of the training images out of training and validate on them instead of on the test
         split (val/acc), so that settings can be compared without looking at the test set.
+    device: where to extract the features (e.g. "cuda:1"); default: the Trainer's device, else the encoder's.
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class FeatureDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         download: bool = True,
+        device: str | None = None,
     ) -> None:
         super().__init__()
         if pool not in ("cls", "mean"):
@@ -169,7 +173,7 @@ class FeatureDataModule(L.LightningDataModule):
         c = self.encoder.config
         self.pool, self.batch_size = pool, batch_size
         self.feature_dim = getattr(self.encoder, "feature_dim", c.embed_dim)
-        self.holdout, self.seed = holdout, seed
+        self.holdout, self.seed, self.feature_device = holdout, seed, device
         self._image_args = dict(
             dataset=dataset, root=root, img_size=c.img_size, in_chans=c.in_chans, batch_size=batch_size,
             augment="none", train_subset=train_subset, test_subset=test_subset, num_workers=num_workers,
@@ -195,8 +199,7 @@ class FeatureDataModule(L.LightningDataModule):
         if self.features:
             return
         start = time.perf_counter()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder.to(device)
+        self.encoder.to(self.extraction_device())
         self.features["train"] = extract_features(self.encoder, self.images.labelled_train_dataloader(), self.pool)
         self.features["test"] = extract_features(self.encoder, self.images.test_dataloader(), self.pool)
         self.encoder.cpu()
@@ -209,6 +212,16 @@ class FeatureDataModule(L.LightningDataModule):
             held, kept = order[: self.holdout], order[self.holdout :]
             self.features["val"] = feats[held], labels[held]
             self.features["train"] = feats[kept], labels[kept]
+
+    def extraction_device(self) -> torch.device:
+        """Where the features are extracted: `device` if given, else the Trainer's device (each DDP process its
+        own GPU), else where the encoder's weights are. The features are then kept on the CPU for the loaders."""
+        if self.feature_device is not None:
+            return torch.device(self.feature_device)
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        param = next(self.encoder.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         feats, labels = self.features[split]

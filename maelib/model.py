@@ -163,6 +163,13 @@ class MaskedAutoencoder(nn.Module):
         """Parameters that AdamW should not decay (norms and biases are excluded by shape elsewhere)."""
         return {"cls_token", "mask_token", "encoder_mask_token", "pos_embed", "decoder_pos_embed"}
 
+    def fixed_or_unused(self) -> list[str]:
+        """Names of the fixed sin-cos position tables (buffers, the same on every process) and, with `[M]`
+        tokens in the encoder, of the decoder's mask_token, which that variant never uses: what data-parallel
+        training need not synchronise."""
+        names = ["pos_embed", "decoder_pos_embed"]
+        return names + ["mask_token"] if self.config.encoder_mask_tokens else names
+
     # ------------------------------------------------------------------ helpers
     def check_images(self, imgs: torch.Tensor) -> None:
         c = self.config

@@ -5,7 +5,7 @@
 - FineTuneModule: the encoder as a timm VisionTransformer, layer-wise lr decay, drop path, mixup/cutmix,
   label smoothing, optional partial fine-tuning; or the same recipe from random initialisation.
 
-Devices, precision (bf16 on GPU), several GPUs or nodes (DDP, FSDP, SLURM, torchrun) are the Trainer's job.
+Devices, precision (bf16 on GPU), several GPUs or nodes (DDP, SLURM, torchrun) are the Trainer's job.
 
 Randomness in training is keyed by (seed, epoch, global batch) when the batches come from `MAEDataModule`
 (see `maelib.rng`): the masks of MAEPretrainModule are drawn from the batch's key, and the classifiers reseed
@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model
 from .convert import to_timm_vit
-from .data import ImageFileDataset, ResumableBatchSampler, TensorImageDataset
+from .data import ResumableBatchSampler
+from .data.checks import check_input_fits, data_hparam, train_labels
 from .evaluate import linear_probe_head
 from .masking import check_mask_ratio
 from .model import MaskedAutoencoder
@@ -56,6 +57,17 @@ class ScheduledModule(L.LightningModule):
         return warmup_cosine_scheduler(optimizer, warmup_steps(warmup_epochs, steps_per_epoch, total), int(total),
                                        min_lr_ratio)
 
+    def checked_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The step's loss averaged over processes (what is logged), after stopping every process at once when it is
+        NaN or inf on any of them: a NaN on one rank makes the mean NaN on all, so all raise in the same step
+        instead of the healthy ones waiting in the next all-reduce for the process group's 30-minute timeout."""
+        world = self._trainer.world_size if self._trainer is not None else 1
+        mean = loss.detach().clone()  # the all-reduce is in place: not on the tensor that backward uses
+        if world > 1:
+            mean = self.trainer.strategy.reduce(mean, reduce_op="mean")
+        check_loss(mean, self.global_step, world)
+        return mean
+
     def log_lr(self) -> None:
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
 
@@ -74,43 +86,13 @@ class ScheduledModule(L.LightningModule):
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
 
 
-def _data_hparam(datamodule, name: str):
-    value = getattr(datamodule, name, None)
-    if value is None:
-        value = (getattr(datamodule, "hparams", None) or {}).get(name)
-    return value
-
-
-def check_input_fits(img_size: int, in_chans: int, datamodule, model_fix: str) -> None:
-    """Raise if `datamodule` makes images of another size or channel count than the model takes."""
-    d_size, d_chans = _data_hparam(datamodule, "img_size"), _data_hparam(datamodule, "in_chans")
-    if d_size is None or d_chans is None or (d_size, d_chans) == (img_size, in_chans):
-        return
-    raise ValueError(
-        f"the data are {d_size}x{d_size} images with {d_chans} channel(s) but the model takes {img_size}x{img_size} "
-        f"images with {in_chans}: set --data.img_size {img_size} --data.in_chans {in_chans} (MAEDataModule(img_size="
-        f"{img_size}, in_chans={in_chans})) to resize/convert the images, or {model_fix}"
-    )
-
-
-def train_labels(datamodule) -> torch.Tensor | None:
-    """The labels of a datamodule's training set (MAEDataModule, FeatureDataModule), or None if unknown."""
-    ds = getattr(datamodule, "train_set", None)
-    if isinstance(ds, TensorImageDataset):
-        return ds.labels
-    if isinstance(ds, ImageFileDataset):
-        return torch.tensor([label for _, label in ds.samples], dtype=torch.int64)
-    features = getattr(datamodule, "features", None)
-    if isinstance(features, dict) and "train" in features:
-        return features["train"][1]
-    return None
-
-
-def check_loss(loss: torch.Tensor, step: int) -> None:
-    """Stop at once on a NaN or inf loss, before it reaches the weights (and so any later checkpoint)."""
+def check_loss(loss: torch.Tensor, step: int, processes: int = 1) -> None:
+    """Stop at once on a NaN or inf loss, before it reaches the weights (and so any later checkpoint). `loss` is
+    the mean over `processes` when there are several."""
     if not torch.isfinite(loss):
+        where = f" on at least one of the {processes} processes" if processes > 1 else ""
         raise FloatingPointError(
-            f"the loss became {loss.item()} at step {step}: training stopped and the last checkpoint is kept. "
+            f"the loss became {loss.item()} at step {step}{where}: training stopped and the last checkpoint is kept. "
             "Lower the learning rate, add gradient clipping (--trainer.gradient_clip_val 1.0) or check the data."
         )
 
@@ -142,12 +124,16 @@ class MAEPretrainModule(ScheduledModule):
             check_mask_ratio(mask_ratio)
         self.save_hyperparameters()
         self.model: MaskedAutoencoder = create_model(arch, **(arch_overrides or {}))
+        # What DDP should leave alone (it reads this attribute of the module it wraps): the fixed sin-cos tables,
+        # identical on every process, which it would otherwise broadcast from rank 0 at every forward; and, with
+        # `[M]` tokens in the encoder, the decoder's mask_token, which is then unused and which DDP would refuse.
+        self._ddp_params_and_buffers_to_ignore = [f"model.{name}" for name in self.model.fixed_or_unused()]
 
     def setup(self, stage: str) -> None:
         c = self.model.config
         if (dm := self.attached_datamodule()) is not None:
             check_input_fits(c.img_size, c.in_chans, dm, f"build the model for them (--model.arch_overrides "
-                             f"'{{img_size: {_data_hparam(dm, 'img_size')}, in_chans: {_data_hparam(dm, 'in_chans')}}}', "
+                             f"'{{img_size: {data_hparam(dm, 'img_size')}, in_chans: {data_hparam(dm, 'in_chans')}}}', "
                              f"a multiple of patch_size={c.patch_size})")
         on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         pays = on_cuda and self.model.num_params() >= COMPILE_MIN_PARAMS
@@ -173,9 +159,8 @@ class MAEPretrainModule(ScheduledModule):
         imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
         noise = self.masking_noise(imgs, batch_idx)
         loss, _, _ = self.model(imgs, mask_ratio=self.hparams.mask_ratio, noise=noise)
-        check_loss(loss, self.global_step)
         # averaged over processes: with DDP the logged curve is the global batch's loss, as on one process
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("train/loss", self.checked_loss(loss), prog_bar=True)
         self.log_lr()
         return loss
 
@@ -259,8 +244,7 @@ class ClassifierModule(ScheduledModule):
             loss = torch.sum(-soft * F.log_softmax(self(x), dim=-1), dim=-1).mean()
         else:
             loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
-        check_loss(loss, self.global_step)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", self.checked_loss(loss), prog_bar=True)  # the mean over processes
         self.log_lr()
         return loss
 
@@ -308,7 +292,7 @@ class LinearProbeModule(ClassifierModule):
                              f"{self.hparams.feature_dim}: set --model.feature_dim {feature_dim}")
         if stage != "fit":
             return
-        batch = _data_hparam(datamodule, "batch_size")
+        batch = data_hparam(datamodule, "batch_size")
         if batch is not None and batch < 2:
             raise ValueError(f"batch_size={batch}: the probe's BatchNorm needs at least 2 samples per batch to train "
                              "(it normalises with the batch's statistics): set --data.batch_size 2 or more")
@@ -379,10 +363,10 @@ class FineTuneModule(ClassifierModule):
         c = self.mae_config
         img_size, in_chans, patch = c.img_size, c.in_chans, c.patch_size
         check_input_fits(img_size, in_chans, datamodule, f"build the encoder for them: --model.arch_overrides "
-                         f"'{{img_size: {_data_hparam(datamodule, 'img_size')}}}' (a multiple of patch_size={patch}; "
+                         f"'{{img_size: {data_hparam(datamodule, 'img_size')}}}' (a multiple of patch_size={patch}; "
                          "position embeddings are resized; the channel count of a pretrained encoder is fixed)")
         super().check_data(datamodule, stage)
-        batch = _data_hparam(datamodule, "batch_size")
+        batch = data_hparam(datamodule, "batch_size")
         if stage == "fit" and self.mixup is not None and batch is not None and batch % 2:
             raise ValueError(f"mixup/cutmix pair each image with another of its batch and need an even batch size, "
                              f"got batch_size={batch}: set --data.batch_size {batch + 1}")

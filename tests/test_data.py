@@ -35,7 +35,7 @@ from maelib.data import (
 
 FMNIST = data.DEBIAN_FASHION_MNIST
 needs_fmnist = pytest.mark.skipif(
-    data._fashion_mnist_in(FMNIST) is None,
+    data.sources._fashion_mnist_in(FMNIST) is None,
     reason=f"real Fashion-MNIST is not installed at {FMNIST} (apt-get install dataset-fashion-mnist)",
 )
 
@@ -155,9 +155,9 @@ def test_search_order_root_then_env_then_debian_then_cache(tmp_path, monkeypatch
     root_dir = write_fake_fashion_mnist(tmp_path / "root", gz=False)
     cache_dir = write_fake_fashion_mnist(tmp_path / "cache" / "FashionMNIST" / "raw")  # torchvision's layout
     debian_dir = write_fake_fashion_mnist(tmp_path / "debian")
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian_dir)
+    monkeypatch.setattr(data.sources, "DEBIAN_FASHION_MNIST", debian_dir)
     assert find_fashion_mnist(download=False) == debian_dir
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
+    monkeypatch.setattr(data.sources, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
     assert find_fashion_mnist(download=False) == cache_dir
     monkeypatch.setenv("MAELIB_FASHION_MNIST", str(env_dir))
     assert find_fashion_mnist(download=False) == env_dir
@@ -174,7 +174,7 @@ def test_empty_root_is_a_clear_error(tmp_path):
 
 
 def test_nothing_found_names_every_place_tried(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
+    monkeypatch.setattr(data.sources, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
 
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no network")
@@ -283,7 +283,7 @@ def test_datamodule_fashion_mnist_batches_and_normalisation():
     # the labelled train loader: same images, eval transform, in order
     x0, y0 = next(iter(dm.labelled_train_dataloader()))
     full_images, full_labels = load_fashion_mnist("train", FMNIST)
-    idx = data._subset_indices(60000, 1000, seed=0, what="train_subset")
+    idx = data.sampling._subset_indices(60000, 1000, seed=0, what="train_subset")
     assert torch.equal(y0, full_labels[idx[:64]])
     assert torch.allclose(denormalize(x0, dm.mean, dm.std), full_images[idx[:64]].unsqueeze(1) / 255, atol=1e-5)
     same = MAEDataModule(root=str(FMNIST), train_subset=1000)

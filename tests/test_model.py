@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn as nn
 
 import maelib
 from maelib import MAEConfig, MaskedAutoencoder, create_model

@@ -1,13 +1,11 @@
 """maelib.sweep: settings, parallel local runs, submitit's local executor, failures listed, resume after a kill."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,40 @@
+"""Whether a datamodule's images and labels fit a model: checked by the Lightning modules at `setup`, before any
+training, with the flag to change in the message."""
+
+from __future__ import annotations
+
+import torch
+
+from .datasets import ImageFileDataset, TensorImageDataset
+
+
+def data_hparam(datamodule, name: str):
+    value = getattr(datamodule, name, None)
+    if value is None:
+        value = (getattr(datamodule, "hparams", None) or {}).get(name)
+    return value
+
+
+def check_input_fits(img_size: int, in_chans: int, datamodule, model_fix: str) -> None:
+    """Raise if `datamodule` makes images of another size or channel count than the model takes."""
+    d_size, d_chans = data_hparam(datamodule, "img_size"), data_hparam(datamodule, "in_chans")
+    if d_size is None or d_chans is None or (d_size, d_chans) == (img_size, in_chans):
+        return
+    raise ValueError(
+        f"the data are {d_size}x{d_size} images with {d_chans} channel(s) but the model takes {img_size}x{img_size} "
+        f"images with {in_chans}: set --data.img_size {img_size} --data.in_chans {in_chans} (MAEDataModule(img_size="
+        f"{img_size}, in_chans={in_chans})) to resize/convert the images, or {model_fix}"
+    )
+
+
+def train_labels(datamodule) -> torch.Tensor | None:
+    """The labels of a datamodule's training set (MAEDataModule, FeatureDataModule), or None if unknown."""
+    ds = getattr(datamodule, "train_set", None)
+    if isinstance(ds, TensorImageDataset):
+        return ds.labels
+    if isinstance(ds, ImageFileDataset):
+        return torch.tensor([label for _, label in ds.samples], dtype=torch.int64)
+    features = getattr(datamodule, "features", None)
+    if isinstance(features, dict) and "train" in features:
+        return features["train"][1]
+    return None
