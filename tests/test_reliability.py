@@ -506,9 +506,9 @@ def test_missing_or_broken_data_is_a_clear_error_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="no class sub-folders"):
         main([*args, "--data.root", str(tmp_path / "empty")])
     assert not (tmp_path / "run" / "checkpoints").exists()
-    # unreadable files are skipped and counted (tests/test_data.py::test_image_folder); both are documented
-    assert "skipped" in MAEDataModule.__doc__ and "skipped" in maelib.data.scan_image_folder.__doc__
-    # a truncated JPEG passes PIL's check, and fails when decoded with an error naming it
+    # unreadable files are skipped and counted when read (tests/test_scale.py); both are documented
+    assert "skipped" in MAEDataModule.__doc__ and "skipped" in maelib.data.ImageFileDataset.__doc__
+    # a folder of nothing but a truncated JPEG: an error naming it, not an endless search for a readable file
     from PIL import Image
 
     from maelib.data import ImageFileDataset, eval_transform
@@ -520,7 +520,8 @@ def test_missing_or_broken_data_is_a_clear_error_before_training(tmp_path):
     samples, _, skipped = maelib.data.scan_image_folder(tmp_path / "photos")
     assert samples == [(str(jpeg), 0)] and not skipped
     ds = ImageFileDataset([(str(jpeg), 0)], eval_transform(img_size=32, in_chans=3, mean=(0.5,), std=(0.5,)))
-    with pytest.raises(RuntimeError, match="cannot decode image .*cut.jpg.*remove or replace the file"):
+    with pytest.raises(RuntimeError, match="none of the 1 image files could be decoded, e.g. .*cut.jpg.*remove or "
+                                           "replace the files"):
         ds[0]
 
 

@@ -94,6 +94,15 @@ def test_knn_monitor_draws_its_bank_and_queries_across_classes(tmp_path):
     assert torch.equal(again[0][1], bank_labels) and torch.equal(again[1][0], queries)  # fixed subsets
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_knn_monitor_subsets_on_both_folder_paths(tmp_path, in_memory):
+    root = class_ordered_folder(tmp_path / "folder")
+    dm = MAEDataModule(dataset="imagefolder", root=root, img_size=8, in_chans=1, batch_size=8, in_memory=in_memory)
+    model = maelib.create_model("mae_vit_mini_patch4_28", img_size=8, in_chans=1, depth=1)
+    (_, bank_labels), _ = KNNMonitor(train_samples=20, val_samples=6).features(dm, model)
+    assert dm.in_memory is in_memory and len(bank_labels.unique()) >= 7
+
+
 def test_random_subset_loader_keeps_the_loader_and_covers_classes(tmp_path):
     root = class_ordered_folder(tmp_path / "folder")
     dm = MAEDataModule(dataset="imagefolder", root=root, img_size=8, in_chans=1, batch_size=8, val_fraction=0.25)
@@ -170,3 +179,85 @@ def test_a_nan_on_one_rank_stops_both_ranks_at_once(tmp_path, hooks):
     assert result.returncode != 0, output[-3000:]
     assert "the loss became nan at step 3 on at least one of the 2 processes" in output, output[-3000:]
     assert ended - float(marker.read_text()) < 30  # not the process group's 30-minute timeout
+
+
+# ------------------------------------------------------------------------------------------ image folders
+def broken_jpeg(path: Path) -> Path:
+    Image.effect_noise((32, 32), 50).convert("RGB").save(path, quality=95)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # passes nothing once decoded
+    return path
+
+
+def test_a_broken_file_is_skipped_when_read_with_a_count(tmp_path, caplog):
+    root = class_ordered_folder(tmp_path / "folder", per_class=3)
+    cut = broken_jpeg(root / "class_04" / "cut.jpg")
+    samples, _, skipped = maelib.data.scan_image_folder(root)
+    assert (str(cut), 4) in samples and not skipped  # listed, not opened
+    ds = maelib.data.ImageFileDataset(samples, maelib.data.eval_transform(img_size=8, in_chans=1, mean=(0.5,),
+                                                                          std=(0.5,)), in_chans=1)
+    with caplog.at_level("WARNING", logger="maelib.data"):
+        items = [ds[i] for i in range(len(ds))]
+    assert len(items) == len(samples) and ds.skipped == [str(cut)] and "cut.jpg" in caplog.text
+    position = samples.index((str(cut), 4))
+    assert torch.equal(items[position][0], items[position + 1][0])  # the next file stood in for it
+    for i in range(12):  # 13 broken of 43 files: more than the 10 allowed
+        broken_jpeg(root / "class_05" / f"cut_{i}.jpg")
+    samples, _, _ = maelib.data.scan_image_folder(root)
+    ds = maelib.data.ImageFileDataset(samples, ds.transform, in_chans=1)
+    with pytest.raises(RuntimeError, match="cannot be decoded, more than the 10 allowed.*Copy it again"):
+        [ds[i] for i in range(len(ds))]
+
+
+def test_a_folder_is_listed_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    root = class_ordered_folder(tmp_path / "folder", per_class=2)
+    cache = tmp_path / "index"
+    first = maelib.data.cached_scan(root, cache)
+    assert len(first[0]) == 2 * CLASSES and len(list(cache.iterdir())) == 1
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("listed again")
+
+    monkeypatch.setattr(maelib.data.datasets, "scan_image_folder", no_scan)
+    assert maelib.data.cached_scan(root, cache) == first  # every process of a run, and the next run: the cache
+    monkeypatch.undo()
+    time.sleep(0.01)
+    Image.new("L", (8, 8)).save(root / "class_03" / "new.png")
+    again = maelib.data.cached_scan(root, cache)
+    assert len(again[0]) == 2 * CLASSES + 1 and (str((root / "class_03" / "new.png").resolve()), 3) in again[0]
+
+
+def test_a_small_folder_of_one_size_is_decoded_once_into_memory(tmp_path):
+    root = class_ordered_folder(tmp_path / "folder", per_class=4)
+    kw = dict(dataset="imagefolder", root=root, img_size=8, in_chans=1, batch_size=4, seed=3)
+    memory, disk = MAEDataModule(**kw), MAEDataModule(**kw, in_memory=False)
+    memory.setup(), disk.setup()
+    assert memory.in_memory and isinstance(memory.train_set, maelib.data.TensorImageDataset) and not disk.in_memory
+    for (a, la), (b, lb) in zip(memory.val_dataloader(), disk.val_dataloader()):  # the same eval images
+        assert torch.equal(la, lb) and torch.allclose(a, b, atol=1e-6)
+    imgs, _ = next(iter(memory.train_dataloader()))
+    assert imgs.shape == (4, 1, 8, 8) and imgs.dtype == torch.float32
+    Image.new("L", (9, 9)).save(root / "class_00" / "odd.png")
+    with pytest.raises(ValueError, match="needs a folder of images of one size.*2 sizes \\(8x8, 9x9\\)"):
+        MAEDataModule(**kw, in_memory=True).setup()
+    mixed = MAEDataModule(**kw)
+    mixed.setup()
+    assert not mixed.in_memory and isinstance(mixed.train_set, maelib.data.ImageFileDataset)  # two sizes: from disk
+
+
+@pytest.mark.parametrize("size", [24, 13])
+def test_batched_resized_crops_are_antialiased_like_torchvision(size):
+    """A 1-pixel checkerboard shrunk to `size` px: torchvision's antialiased resize gives flat grey; one bicubic
+    sample per output pixel would alias it into a pattern of full contrast."""
+    from torchvision.transforms import v2
+
+    from maelib.data import random_resized_crop
+
+    board = ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float().view(1, 1, 64, 64)
+    whole = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]])  # the crop is the whole image
+    reference = v2.functional.resize(board, [size, size], antialias=True)
+    ours = random_resized_crop(board, size, theta=whole)
+    aliased = random_resized_crop(board, size, theta=whole, antialias=False)
+    assert (ours - reference).abs().max() < 0.05 and ours.std() < 0.03
+    assert (aliased - reference).abs().max() > 0.3  # what the batched path did before
+    small = random_resized_crop(board, 64, theta=whole)  # not shrunk: sampled once, the image itself
+    assert torch.allclose(small, board, atol=1e-5)

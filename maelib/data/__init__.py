@@ -17,7 +17,14 @@ The package has one job per file: `sources` (finding, downloading and reading th
 """
 
 from .datamodule import MAEDataModule
-from .datasets import ImageFileDataset, TensorImageDataset, scan_image_folder
+from .datasets import (
+    ImageFileDataset,
+    TensorImageDataset,
+    cached_scan,
+    decode_images,
+    fits_in_memory,
+    scan_image_folder,
+)
 from .sampling import EpochOrder, KeyedBatch, ResumableBatchSampler, ResumableDataLoader, random_subset_loader
 from .sources import (
     CLASS_NAMES,
@@ -48,7 +55,7 @@ from .transforms import (
 __all__ = [
     "AUGMENTS", "CLASS_NAMES", "DATASETS", "DEBIAN_FASHION_MNIST", "FASHION_MNIST_FILES", "PHOTO_REPEATS",
     "PHOTO_SCALE", "STATS", "BatchTransform", "EpochOrder", "ImageFileDataset", "KeyedBatch", "MAEDataModule",
-    "ResumableBatchSampler", "ResumableDataLoader", "TensorImageDataset", "ToModelInput", "channel_stats",
-    "crop_params", "data_dir", "denormalize", "eval_transform", "find_fashion_mnist", "load_fashion_mnist",
+    "ResumableBatchSampler", "ResumableDataLoader", "TensorImageDataset", "ToModelInput", "cached_scan", "channel_stats",
+    "crop_params", "data_dir", "decode_images", "denormalize", "eval_transform", "find_fashion_mnist", "fits_in_memory", "load_fashion_mnist",
     "load_torchvision", "random_resized_crop", "random_subset_loader", "read_idx", "scan_image_folder", "train_transform",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -9,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..color import JITTER
-from .datasets import _LAYOUT, ImageFileDataset, TensorImageDataset, scan_image_folder
+from .datasets import _LAYOUT, ImageFileDataset, TensorImageDataset, cached_scan, decode_images, fits_in_memory
 from .sampling import ResumableBatchSampler, ResumableDataLoader, _seeded_indices, _subset_indices
 from .sources import (
     CLASS_NAMES,
@@ -17,12 +18,14 @@ from .sources import (
     PHOTO_REPEATS,
     PHOTO_SCALE,
     STATS,
+    data_dir,
     find_fashion_mnist,
     load_fashion_mnist,
     load_torchvision,
 )
 from .transforms import AUGMENTS, BatchTransform, ToModelInput, channel_stats, eval_transform, train_transform
 
+log = logging.getLogger("maelib.data")
 
 class MAEDataModule(L.LightningDataModule):
     """Train/val/test loaders of normalised images (B, in_chans, img_size, img_size) and int64 labels (B,).
@@ -55,9 +58,15 @@ class MAEDataModule(L.LightningDataModule):
     maelib CLI does). The datamodule's `state_dict` (saved in Lightning checkpoints) records how far the epoch
     got. Validation and test loaders are not sharded: each process evaluates all of them.
 
-    Image folders: files that PIL cannot read are skipped with a warning naming how many (they are listed in
-    `skipped_files`); a file that passes the check but fails to decode (e.g. a truncated JPEG) stops the run with
-    an error naming it.
+    in_memory: imagefolder only. None (default): a folder of at most 50,000 images of one size (and 2 GiB of
+        pixels) is decoded once into uint8 tensors and then trains like Fashion-MNIST, with the vectorised batch
+        transform (a 6,000-image folder of 28 px PNGs: see benchmarks/RESULTS.md); others are read from disk
+        with per-image PIL transforms. True forces the first (or says why not), False the second.
+
+    Image folders: the file list is made once by `prepare_data` and cached (`cached_scan`); files are not opened
+    until they are read. A file that cannot be decoded (e.g. a truncated JPEG) is then skipped with a warning and
+    counted (`ImageFileDataset.skipped`, or `skipped_files` for a folder decoded into memory); the run stops only
+    when more than 1% of the files are broken.
     """
 
     def __init__(self, *, dataset: str = "fashion_mnist", root: str | Path | None = None, img_size: int = 28,
@@ -66,7 +75,7 @@ class MAEDataModule(L.LightningDataModule):
                  train_subset: int | None = None, test_subset: int | None = None, stl10_unlabeled: bool = False,
                  min_classes: int | None = None, seed: int = 0, download: bool = True,
                  normalize_on_device: bool | None = None,
-                 jitter: tuple[float, float, float, float] = JITTER) -> None:
+                 jitter: tuple[float, float, float, float] = JITTER, in_memory: bool | None = None) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -89,6 +98,7 @@ class MAEDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.skipped_files: list[str] = []  # imagefolder files that could not be read
+        self.in_memory = False  # imagefolder: decoded once into uint8 tensors (see in_memory)
         self._class_names: list[str] | None = None
         self._built = False
         self._train_sampler: ResumableBatchSampler | None = None
@@ -115,9 +125,12 @@ class MAEDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
-        """Download once, on one process, only what is missing (nothing for fashion_mnist found offline)."""
+        """Download once, on one process, only what is missing (nothing for fashion_mnist found offline); list an
+        image folder's files once."""
         h = self.hparams
-        if h.dataset == "fashion_mnist":
+        if h.dataset == "imagefolder":  # list the files once, for every process and later runs (`cached_scan`)
+            cached_scan(h.root, data_dir() / "folder_index")
+        elif h.dataset == "fashion_mnist":
             find_fashion_mnist(h.root, download=h.download)
         elif h.dataset in ("cifar10", "stl10") and h.download:
             load_torchvision(h.dataset, "train", h.root, download=True)
@@ -130,18 +143,20 @@ class MAEDataModule(L.LightningDataModule):
             return
         h = self.hparams
         kw = dict(img_size=h.img_size, in_chans=h.in_chans, mean=self.mean, std=self.std)
-        if h.dataset == "imagefolder":  # files of any size: per-image transforms on PIL images
-            train_tf = train_transform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
-            eval_tf = eval_transform(**kw)
-            samples, self._class_names, self.skipped_files = scan_image_folder(h.root)
+        if h.dataset == "imagefolder":
+            samples, self._class_names, self.skipped_files = cached_scan(h.root, data_dir() / "folder_index")
             if len(samples) < 2:
-                raise ValueError(f"{h.root} has {len(samples)} readable image; need at least 2 to hold one out")
+                raise ValueError(f"{h.root} has {len(samples)} image; need at least 2 to hold one out")
             order = _seeded_indices(len(samples), h.seed).tolist()
             n_val = min(max(1, round(len(samples) * h.val_fraction)), len(samples) - 1)
             train = [samples[i] for i in sorted(order[n_val:])]
             val = [samples[i] for i in sorted(order[:n_val])]
             train = self._take(train, h.train_subset, "train_subset")
             val = self._take(val, h.test_subset, "test_subset")
+            self.in_memory = self._decides_in_memory(train + val)
+        if h.dataset == "imagefolder" and not self.in_memory:  # files of any size: per-image transforms on PIL
+            train_tf = train_transform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
+            eval_tf = eval_transform(**kw)
             self.train_set = ImageFileDataset(train, train_tf, h.in_chans)
             self.train_set_uint8 = ImageFileDataset(train, train_transform(
                 **kw, augment=h.augment, crop_scale=tuple(h.crop_scale), normalize=False, jitter=tuple(h.jitter)),
@@ -149,6 +164,16 @@ class MAEDataModule(L.LightningDataModule):
             self.labelled_train_set = ImageFileDataset(train, eval_tf, h.in_chans)
             self.val_set = self.test_set = ImageFileDataset(val, eval_tf, h.in_chans)
             train_labels = [label for _, label in train]
+        elif h.dataset == "imagefolder":  # small folder of one image size: decoded once, then as Fashion-MNIST
+            train_tf = BatchTransform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
+            eval_tf = BatchTransform(**kw, augment="none")
+            images, labels, skipped = decode_images(train, h.in_chans)
+            self.train_set = TensorImageDataset(images, labels, train_tf)
+            self.labelled_train_set = TensorImageDataset(images, labels, eval_tf)
+            val_images, val_labels, val_skipped = decode_images(val, h.in_chans)
+            self.val_set = self.test_set = TensorImageDataset(val_images, val_labels, eval_tf)
+            self.skipped_files += skipped + val_skipped
+            train_labels = labels.tolist()
         else:  # in-memory uint8 tensors: one vectorised transform per batch
             train_tf = BatchTransform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
             eval_tf = BatchTransform(**kw, augment="none")
@@ -169,6 +194,20 @@ class MAEDataModule(L.LightningDataModule):
         self._check(train_labels)
         self._built = True  # only now: a setup that raised is redone (and raises again) on the next call
 
+    def _decides_in_memory(self, samples: list[tuple[str, int]]) -> bool:
+        """in_memory=None: decode the folder once when it is small and of one image size (`fits_in_memory`)."""
+        wanted = self.hparams.in_memory
+        if wanted is False:
+            return False
+        fits, why = fits_in_memory(samples, self.hparams.in_chans)
+        if wanted and not fits:
+            raise ValueError(f"in_memory=True needs a folder of images of one size that fits in memory, but it has "
+                             f"{why}: resize the images once to one size, or leave in_memory unset (None) to read "
+                             "the files as they are")
+        log.info("image folder %s: %s", self.hparams.root, f"decoded once into memory ({why})" if fits else
+                 f"read from disk ({why})")
+        return fits
+
     @property
     def has_class_labels(self) -> bool:
         """False for "photos", whose labels only name the photo: no k-NN or probe can be scored on them."""
@@ -177,7 +216,7 @@ class MAEDataModule(L.LightningDataModule):
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         h = self.hparams
         if h.dataset == "photos":
-            from .photos import HELD_OUT_PHOTOS, load_photos, training_photos
+            from ..photos import HELD_OUT_PHOTOS, load_photos, training_photos
 
             names = training_photos() if split == "train" else list(HELD_OUT_PHOTOS)
             which = "train" if split == "train" else "test"
