@@ -323,6 +323,7 @@ class FineTuneModule(ClassifierModule):
     checkpoint: a pretrained MAE (maelib .safetensors / .ckpt, or official .pth with `arch`); None trains the
     same architecture from random initialisation (`arch` required): the baseline to compare against.
     train_last_blocks: partial fine-tuning, train only the last k blocks (+ norm and head); None trains all.
+    min_lr: where the cosine schedule ends (the paper's recipe: 1e-6), scaled by each layer's decay.
     """
 
     def __init__(
@@ -341,6 +342,7 @@ class FineTuneModule(ClassifierModule):
         mixup: float = 0.0,
         cutmix: float = 0.0,
         train_last_blocks: int | None = None,
+        min_lr: float = 0.0,
     ) -> None:
         super().__init__(label_smoothing=label_smoothing)
         self.save_hyperparameters()
@@ -384,4 +386,5 @@ class FineTuneModule(ClassifierModule):
         lr = scaled_lr(h.base_lr, self.effective_batch())
         groups = layer_decay_groups(self.net, lr, h.weight_decay, h.layer_decay)
         optimizer = torch.optim.AdamW(groups, lr=lr, fused=self.device.type == "cuda")
-        return {"optimizer": optimizer, "lr_scheduler": self.schedule(optimizer, h.warmup_epochs)}
+        # the cosine ends at min_lr (times each layer's decay, as in the official code), not at zero
+        return {"optimizer": optimizer, "lr_scheduler": self.schedule(optimizer, h.warmup_epochs, h.min_lr / lr)}

@@ -261,3 +261,85 @@ def test_batched_resized_crops_are_antialiased_like_torchvision(size):
     assert (aliased - reference).abs().max() > 0.3  # what the batched path did before
     small = random_resized_crop(board, 64, theta=whole)  # not shrunk: sampled once, the image itself
     assert torch.allclose(small, board, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ the paper's recipe
+def rgb_folder(root: Path, classes: int = 2, per_class: int = 3, size: tuple[int, int] = (300, 260)) -> Path:
+    rng = np.random.default_rng(1)
+    for c in range(classes):
+        (root / f"n{c:08d}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(root / f"n{c:08d}" / f"{i}.jpg")
+    return root
+
+
+def recipe_datamodule(tmp_path: Path) -> MAEDataModule:
+    """configs/finetune_vit_base.yaml's data section, on small folders in place of ImageNet's."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "finetune_vit_base.yaml").read_text())
+    data = {**config["data"], "root": str(rgb_folder(tmp_path / "train")), "num_workers": 0,
+            "val_root": str(rgb_folder(tmp_path / "val", per_class=2)), "batch_size": 2}
+    data["crop_scale"] = tuple(data["crop_scale"])
+    return MAEDataModule(**data)
+
+
+def test_the_finetuning_recipe_augments_as_the_official_code_does(tmp_path):
+    """The official main_finetune.py's build_transform(is_train=True), rebuilt here from its arguments."""
+    from timm.data import create_transform
+
+    dm = recipe_datamodule(tmp_path)
+    dm.setup()
+    official = create_transform(input_size=224, is_training=True, color_jitter=None, auto_augment="rand-m9-mstd0.5-inc1",
+                                interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1,
+                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    ours = dm.train_set.transform
+    assert repr(ours) == repr(official)  # crop scale (0.08, 1), bicubic, flip, RandAugment m9, erasing 0.25
+    img = Image.open(dm.train_set.samples[0][0]).convert("RGB")
+    for seed in range(3):
+        torch.manual_seed(seed), np.random.seed(seed)
+        import random
+
+        random.seed(seed)
+        a = ours(img)
+        torch.manual_seed(seed), np.random.seed(seed)
+        random.seed(seed)
+        assert torch.equal(a, official(img))
+    assert dm.hparams.augment == "finetune" and not dm.in_memory
+
+
+def test_the_finetuning_recipe_evaluates_on_the_val_folder_at_256_then_224(tmp_path):
+    from torchvision import transforms as T
+
+    dm = recipe_datamodule(tmp_path)
+    dm.setup()
+    assert len(dm.train_set) == 6 and len(dm.val_set) == 4  # every training image trains; val is val_root
+    assert all("/val/" in path for path, _ in dm.val_set.samples)
+    official = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])  # build_transform(is_train=False)
+    imgs, labels = next(iter(dm.val_dataloader()))
+    assert imgs.shape[-2:] == (224, 224)
+    want = official(Image.open(dm.val_set.samples[0][0]).convert("RGB"))
+    # tensor against PIL bicubic resampling of random noise: within a few grey levels
+    assert (imgs[0] - want).abs().mean() < 0.05 and (imgs[0] - want).abs().max() < 0.4
+    (tmp_path / "val" / "n99999999").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "n99999999" / "x.png")
+    with pytest.raises(ValueError, match="must be the same names.*Only in val_root: \\['n99999999'\\]"):
+        recipe_datamodule(tmp_path).setup()
+
+
+def test_the_finetuning_cosine_ends_at_min_lr(tmp_path):
+    import lightning as L
+
+    from maelib.modules import FineTuneModule
+
+    root = rgb_folder(tmp_path / "train", per_class=8, size=(32, 32))
+    dm = MAEDataModule(dataset="imagefolder", root=str(root), img_size=32, in_chans=3, batch_size=4, augment="mae")
+    module = FineTuneModule(arch="mae_vit_tiny_patch8_64", arch_overrides={"img_size": 32, "depth": 2},
+                            num_classes=2, min_lr=1e-6, warmup_epochs=0, base_lr=1e-3)
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    groups = trainer.optimizers[0].param_groups
+    head = max(groups, key=lambda g: g.get("lr_scale", 1.0))  # the head: scale 1
+    assert head["lr"] == pytest.approx(1e-6, rel=1e-6)  # the official schedule: min_lr at the end, not zero

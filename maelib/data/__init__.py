@@ -48,6 +48,7 @@ from .transforms import (
     crop_params,
     denormalize,
     eval_transform,
+    finetune_transform,
     random_resized_crop,
     train_transform,
 )
@@ -56,6 +57,6 @@ __all__ = [
     "AUGMENTS", "CLASS_NAMES", "DATASETS", "DEBIAN_FASHION_MNIST", "FASHION_MNIST_FILES", "PHOTO_REPEATS",
     "PHOTO_SCALE", "STATS", "BatchTransform", "EpochOrder", "ImageFileDataset", "KeyedBatch", "MAEDataModule",
     "ResumableBatchSampler", "ResumableDataLoader", "TensorImageDataset", "ToModelInput", "cached_scan", "channel_stats",
-    "crop_params", "data_dir", "decode_images", "denormalize", "eval_transform", "find_fashion_mnist", "fits_in_memory", "load_fashion_mnist",
+    "crop_params", "data_dir", "decode_images", "denormalize", "eval_transform", "finetune_transform", "find_fashion_mnist", "fits_in_memory", "load_fashion_mnist",
     "load_torchvision", "random_resized_crop", "random_subset_loader", "read_idx", "scan_image_folder", "train_transform",
 ]

@@ -23,7 +23,16 @@ from .sources import (
     load_fashion_mnist,
     load_torchvision,
 )
-from .transforms import AUGMENTS, BatchTransform, ToModelInput, channel_stats, eval_transform, train_transform
+from .transforms import (
+    AUGMENTS,
+    FINETUNE_AUTO_AUGMENT,
+    BatchTransform,
+    ToModelInput,
+    channel_stats,
+    eval_transform,
+    finetune_transform,
+    train_transform,
+)
 
 log = logging.getLogger("maelib.data")
 
@@ -38,10 +47,17 @@ class MAEDataModule(L.LightningDataModule):
     num_workers: 0 by default: the in-memory datasets transform a batch in a few ms, and on a 2-core machine a
         worker process competes with training. For image folders (decoding files) use 2..os.cpu_count().
     augment: "mae" (the paper's crop + flip), "mae_color" (crop + flip + colour jitter of strengths `jitter`,
-        the paper's Table 1e), "flip" or "none"; crop_scale: RandomResizedCrop's scale range; jitter: the
+        the paper's Table 1e), "flip", "none", or "finetune" (see auto_augment); crop_scale: RandomResizedCrop's scale range; jitter: the
         brightness, contrast, saturation and hue strengths of "mae_color" (`maelib.color.JITTER`).
     val_fraction: imagefolder only, the seeded held-out share used for val and test. The other datasets
         validate and test on their test split.
+    val_root: imagefolder only, a separate folder of validation images with the same class folders (ImageNet's
+        val): it is the val and test split, and all of `root` trains (val_fraction is not used).
+    eval_crop_pct: the eval transform resizes the short side to img_size / eval_crop_pct and takes the centre
+        img_size square: 1.0 (default) keeps the whole image; 0.875 is the paper's ImageNet evaluation (256 -> 224).
+    auto_augment, reprob: augment="finetune" (RGB image folders): the paper's fine-tuning augmentation built by
+        timm (`finetune_transform`): crop (crop_scale; the paper's 0.08-1) + flip, RandAugment `auto_augment`,
+        random erasing with probability `reprob`.
     train_subset, test_subset: a seeded random N of the train / test (val) images, for quick runs (with
         stl10_unlabeled, N of the labelled and N of the unlabelled images).
     stl10_unlabeled: pretrain on STL-10's train + 100k unlabelled images (the labelled loader keeps the 5k).
@@ -75,7 +91,9 @@ class MAEDataModule(L.LightningDataModule):
                  train_subset: int | None = None, test_subset: int | None = None, stl10_unlabeled: bool = False,
                  min_classes: int | None = None, seed: int = 0, download: bool = True,
                  normalize_on_device: bool | None = None,
-                 jitter: tuple[float, float, float, float] = JITTER, in_memory: bool | None = None) -> None:
+                 jitter: tuple[float, float, float, float] = JITTER, in_memory: bool | None = None,
+                 val_root: str | Path | None = None, eval_crop_pct: float = 1.0,
+                 auto_augment: str | None = FINETUNE_AUTO_AUGMENT, reprob: float = 0.25) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -90,6 +108,15 @@ class MAEDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         if dataset == "imagefolder" and root is None:
             raise ValueError(f"dataset='imagefolder' needs root, a folder laid out as {_LAYOUT}")
+        if val_root is not None and dataset != "imagefolder":
+            raise ValueError(f"val_root is for dataset='imagefolder' (e.g. ImageNet's val folder); {dataset} has its "
+                             "own test split")
+        if augment == "finetune" and (dataset != "imagefolder" or in_chans != 3):
+            raise ValueError("augment='finetune' (timm's RandAugment and random erasing, the paper's fine-tuning) "
+                             f"works on RGB image folders: dataset='imagefolder', in_chans=3 (got {dataset!r}, "
+                             f"{in_chans}). Use augment='mae' here")
+        if not 0.0 < eval_crop_pct <= 1.0:
+            raise ValueError(f"eval_crop_pct must be in (0, 1] (0.875: resize 256, centre crop 224), got {eval_crop_pct}")
         self.save_hyperparameters()
         self.train_set: Dataset | None = None  # augmented, for pretraining
         self.train_set_uint8: Dataset | None = None  # the same, not yet normalised (imagefolder only)
@@ -129,7 +156,9 @@ class MAEDataModule(L.LightningDataModule):
         image folder's files once."""
         h = self.hparams
         if h.dataset == "imagefolder":  # list the files once, for every process and later runs (`cached_scan`)
-            cached_scan(h.root, data_dir() / "folder_index")
+            for root in (h.root, h.val_root):
+                if root is not None:
+                    cached_scan(root, data_dir() / "folder_index")
         elif h.dataset == "fashion_mnist":
             find_fashion_mnist(h.root, download=h.download)
         elif h.dataset in ("cifar10", "stl10") and h.download:
@@ -145,28 +174,37 @@ class MAEDataModule(L.LightningDataModule):
         kw = dict(img_size=h.img_size, in_chans=h.in_chans, mean=self.mean, std=self.std)
         if h.dataset == "imagefolder":
             samples, self._class_names, self.skipped_files = cached_scan(h.root, data_dir() / "folder_index")
-            if len(samples) < 2:
-                raise ValueError(f"{h.root} has {len(samples)} image; need at least 2 to hold one out")
-            order = _seeded_indices(len(samples), h.seed).tolist()
-            n_val = min(max(1, round(len(samples) * h.val_fraction)), len(samples) - 1)
-            train = [samples[i] for i in sorted(order[n_val:])]
-            val = [samples[i] for i in sorted(order[:n_val])]
+            if h.val_root is not None:  # a separate validation folder (ImageNet's val): every training image trains
+                train, val = samples, self._val_folder()
+            else:  # a seeded val_fraction of the folder is held out and scored as val and test
+                if len(samples) < 2:
+                    raise ValueError(f"{h.root} has {len(samples)} image; need at least 2 to hold one out")
+                order = _seeded_indices(len(samples), h.seed).tolist()
+                n_val = min(max(1, round(len(samples) * h.val_fraction)), len(samples) - 1)
+                train = [samples[i] for i in sorted(order[n_val:])]
+                val = [samples[i] for i in sorted(order[:n_val])]
             train = self._take(train, h.train_subset, "train_subset")
             val = self._take(val, h.test_subset, "test_subset")
             self.in_memory = self._decides_in_memory(train + val)
         if h.dataset == "imagefolder" and not self.in_memory:  # files of any size: per-image transforms on PIL
-            train_tf = train_transform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
-            eval_tf = eval_transform(**kw)
-            self.train_set = ImageFileDataset(train, train_tf, h.in_chans)
-            self.train_set_uint8 = ImageFileDataset(train, train_transform(
-                **kw, augment=h.augment, crop_scale=tuple(h.crop_scale), normalize=False, jitter=tuple(h.jitter)),
-                h.in_chans)
+            eval_tf = eval_transform(**kw, crop_pct=h.eval_crop_pct)
+            if h.augment == "finetune":  # timm's, normalised inside: no uint8 copy to normalise on the device
+                self.train_set = ImageFileDataset(train, finetune_transform(
+                    img_size=h.img_size, mean=self.mean, std=self.std, auto_augment=h.auto_augment, reprob=h.reprob,
+                    crop_scale=tuple(h.crop_scale)), h.in_chans)
+            else:
+                train_tf = train_transform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale),
+                                           jitter=tuple(h.jitter))
+                self.train_set = ImageFileDataset(train, train_tf, h.in_chans)
+                self.train_set_uint8 = ImageFileDataset(train, train_transform(
+                    **kw, augment=h.augment, crop_scale=tuple(h.crop_scale), normalize=False, jitter=tuple(h.jitter)),
+                    h.in_chans)
             self.labelled_train_set = ImageFileDataset(train, eval_tf, h.in_chans)
             self.val_set = self.test_set = ImageFileDataset(val, eval_tf, h.in_chans)
             train_labels = [label for _, label in train]
         elif h.dataset == "imagefolder":  # small folder of one image size: decoded once, then as Fashion-MNIST
             train_tf = BatchTransform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
-            eval_tf = BatchTransform(**kw, augment="none")
+            eval_tf = BatchTransform(**kw, augment="none", crop_pct=h.eval_crop_pct)
             images, labels, skipped = decode_images(train, h.in_chans)
             self.train_set = TensorImageDataset(images, labels, train_tf)
             self.labelled_train_set = TensorImageDataset(images, labels, eval_tf)
@@ -176,7 +214,7 @@ class MAEDataModule(L.LightningDataModule):
             train_labels = labels.tolist()
         else:  # in-memory uint8 tensors: one vectorised transform per batch
             train_tf = BatchTransform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
-            eval_tf = BatchTransform(**kw, augment="none")
+            eval_tf = BatchTransform(**kw, augment="none", crop_pct=h.eval_crop_pct)
             images, labels, self._class_names = self._load("train")
             images, labels = self._take((images, labels), h.train_subset, "train_subset")
             self.labelled_train_set = TensorImageDataset(images, labels, eval_tf)
@@ -194,11 +232,23 @@ class MAEDataModule(L.LightningDataModule):
         self._check(train_labels)
         self._built = True  # only now: a setup that raised is redone (and raises again) on the next call
 
+    def _val_folder(self) -> list[tuple[str, int]]:
+        """The samples of `val_root`, labelled with the training folder's class indices (the same class names)."""
+        val, val_classes, skipped = cached_scan(self.hparams.val_root, data_dir() / "folder_index")
+        if val_classes != self._class_names:
+            extra = sorted(set(val_classes) - set(self._class_names))
+            raise ValueError(f"val_root {self.hparams.val_root} has {len(val_classes)} class folders and root "
+                             f"{self.hparams.root} {len(self._class_names)}; they must be the same names (e.g. "
+                             f"ImageNet's n01440764, ...). Only in val_root: {extra[:5]}. Lay the validation images "
+                             "out as val_root/class_name/image.jpg with the training folder's class names")
+        self.skipped_files += skipped
+        return val
+
     def _decides_in_memory(self, samples: list[tuple[str, int]]) -> bool:
         """in_memory=None: decode the folder once when it is small and of one image size (`fits_in_memory`)."""
         wanted = self.hparams.in_memory
-        if wanted is False:
-            return False
+        if wanted is False or (wanted is None and self.hparams.augment == "finetune"):
+            return False  # timm's fine-tuning transform works on PIL images, one by one
         fits, why = fits_in_memory(samples, self.hparams.in_chans)
         if wanted and not fits:
             raise ValueError(f"in_memory=True needs a folder of images of one size that fits in memory, but it has "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from ..color import JITTER, color_jitter, jitter_params
 from ..rng import AUGMENT, BatchKey
 
-AUGMENTS = ("mae", "mae_color", "flip", "none")
+AUGMENTS = ("mae", "mae_color", "flip", "none", "finetune")  # "finetune": image folders only (timm, per image)
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL and torchvision convert RGB to grey
 
 
@@ -80,14 +80,36 @@ class ToModelInput:
         return f"ToModelInput(in_chans={self.in_chans}, mean={mean}, std={std})"
 
 
-def _resize_crop(img_size: int) -> list:
-    return [v2.Resize(img_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(img_size)]
+def _resize_crop(img_size: int, crop_pct: float = 1.0) -> list:
+    """Resize the short side to img_size / crop_pct (bicubic, antialiased), then take the centre img_size square."""
+    resize = int(img_size / crop_pct)  # as the official code and timm round it: 224 / 0.875 -> 256
+    return [v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(img_size)]
 
 
-def eval_transform(*, img_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+def eval_transform(*, img_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float],
+                   crop_pct: float = 1.0) -> v2.Compose:
     """PIL image or uint8 tensor (C, H, W) -> float (in_chans, img_size, img_size): resize the short side
-    (bicubic), center crop, match channels, normalise. An image already img_size square is left as it is."""
-    return v2.Compose([v2.ToImage(), *_resize_crop(img_size), ToModelInput(in_chans, mean, std)])
+    (bicubic) to img_size / crop_pct, center crop img_size, match channels, normalise. crop_pct=0.875 is the
+    paper's ImageNet evaluation (resize 256, centre crop 224). An image already img_size square is left as it is
+    at crop_pct=1."""
+    return v2.Compose([v2.ToImage(), *_resize_crop(img_size, crop_pct), ToModelInput(in_chans, mean, std)])
+
+
+FINETUNE_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"  # the paper's fine-tuning RandAugment (official FINETUNE.md)
+
+
+def finetune_transform(*, img_size: int, mean: Sequence[float], std: Sequence[float],
+                       auto_augment: str | None = FINETUNE_AUTO_AUGMENT, reprob: float = 0.25,
+                       crop_scale: tuple[float, float] = (0.08, 1.0)) -> Callable:
+    """The paper's fine-tuning augmentation, built by timm exactly as the official code builds it
+    (`timm.data.create_transform`): RandomResizedCrop(img_size, scale=crop_scale, bicubic) + flip, RandAugment
+    `auto_augment`, normalisation, then random erasing with probability `reprob` (per-pixel random values).
+    PIL RGB image -> float (3, img_size, img_size)."""
+    from timm.data import create_transform
+
+    return create_transform(input_size=img_size, is_training=True, color_jitter=None, auto_augment=auto_augment,
+                            interpolation="bicubic", re_prob=reprob, re_mode="pixel", re_count=1,
+                            mean=tuple(mean), std=tuple(std), scale=tuple(crop_scale))
 
 
 def train_transform(*, img_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float],
@@ -106,6 +128,8 @@ def train_transform(*, img_size: int, in_chans: int, mean: Sequence[float], std:
         geometry = [*_resize_crop(img_size), v2.RandomHorizontalFlip()]
     elif augment == "none":
         geometry = _resize_crop(img_size)
+    elif augment == "finetune":
+        raise ValueError("augment='finetune' is `finetune_transform` (timm), not a train_transform")
     else:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     return v2.Compose([v2.ToImage(), *geometry, ToModelInput(in_chans, mean, std, normalize)])
@@ -176,11 +200,14 @@ class BatchTransform:
 
     def __init__(self, *, img_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float],
                  augment: str = "none", crop_scale: tuple[float, float] = (0.2, 1.0),
-                 jitter: tuple[float, float, float, float] = JITTER) -> None:
+                 jitter: tuple[float, float, float, float] = JITTER, crop_pct: float = 1.0) -> None:
         if augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        if augment == "finetune":
+            raise ValueError("augment='finetune' (timm's RandAugment and random erasing) transforms PIL images one "
+                             "by one: use it on an image folder read from disk (dataset='imagefolder')")
         self.img_size, self.augment, self.crop_scale = img_size, augment, tuple(crop_scale)
-        self.jitter = tuple(jitter)
+        self.jitter, self.crop_pct = tuple(jitter), crop_pct
         self.to_input = ToModelInput(in_chans, mean, std)
 
     def __call__(self, imgs: torch.Tensor, key: BatchKey | None = None) -> torch.Tensor:
@@ -197,9 +224,9 @@ class BatchTransform:
                 jittered = color_jitter(x * std + mean, jitter_params(n, self.jitter, generator=g)[rows])
                 x = (jittered - mean) / std
             return x
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            x = v2.functional.center_crop(v2.functional.resize(
-                x, self.img_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), self.img_size)
+        if x.shape[-2:] != (self.img_size, self.img_size) or self.crop_pct != 1.0:  # as `eval_transform`
+            x = v2.functional.center_crop(v2.functional.resize(x, int(self.img_size / self.crop_pct),
+                                          interpolation=v2.InterpolationMode.BICUBIC, antialias=True), self.img_size)
         if self.augment == "flip":
             flip = (torch.rand(n, generator=g) < 0.5)[rows]
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
