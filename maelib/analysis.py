@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from .attention import capture_attention
 from .masking import check_mask_ratio, num_kept
-from .patches import normalize_patches, unpatchify
+from .patches import mask_to_image, normalize_patches  # noqa: F401 (mask_to_image: public here too)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -51,11 +51,6 @@ def seeded_noise(model: nn.Module, batch: int, mask_ratio: float, seed: int) -> 
     """
     generator = torch.Generator().manual_seed(seed)
     return model.make_noise(batch, mask_ratio, device=model_device(model), generator=generator)
-
-
-def mask_to_image(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Per-patch mask (N, L) -> pixel map (N, 1, H, W), 1 where the patch is hidden."""
-    return unpatchify(mask.unsqueeze(-1).expand(-1, -1, patch_size * patch_size), patch_size, 1)
 
 
 def target_patches(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
+import lightning as L
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
@@ -87,21 +88,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         remove_stale_temporaries(path)  # left by earlier runs killed mid-save (only rank 0 writes checkpoints)
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(L.Callback):
     """checkpoints/last.ckpt, rewritten every `every_n_train_steps` optimiser steps (0: never mid-epoch) and at
     the end of every training epoch (after its validation), so that a killed run loses little. Keeps no other
-    checkpoint. (A plain ModelCheckpoint cannot save both by steps and by epochs, and with save_top_k=0 it
-    writes last.ckpt only when training ends.)"""
+    checkpoint. Written with the Trainer's public `save_checkpoint`, which every process calls and the
+    Trainer's CheckpointIO (maelib's atomic one) writes on one."""
 
     def __init__(self, dirpath, every_n_train_steps: int = 100) -> None:
         if every_n_train_steps < 0:
             raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {every_n_train_steps}")
-        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps or None,
-                         every_n_epochs=None if every_n_train_steps else 1)
+        self.path, self.every = Path(dirpath) / "last.ckpt", every_n_train_steps
+        self._saved_at: int | None = None  # the optimiser step of the last save: never twice at one step
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.every and trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or self._saved_at == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_at = trainer.global_step
 
 
 class MAECLI(LightningCLI):
@@ -137,9 +147,11 @@ class MAECLI(LightningCLI):
             # logs/version_N/metrics.csv and tensorboard/version_N: a resumed run adds a version, overwrites nothing
             kwargs["logger"] = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
         callbacks = list(config.get("callbacks") or [])
-        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        wants_checkpoints = config.get("enable_checkpointing") is not False
+        if wants_checkpoints and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             every = self.config.get("checkpoint_every_n_steps", 100)
             callbacks.append(LastCheckpoint(run_dir / "checkpoints", every_n_train_steps=every))
+            kwargs["enable_checkpointing"] = False  # no default ModelCheckpoint beside it: last.ckpt is the one
         kwargs["callbacks"] = callbacks
         plugins = config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -235,22 +247,25 @@ def pretrain(args: list[str]) -> dict:
     return metrics
 
 
-def linprobe(args: list[str]) -> dict:
-    cli = _make_cli("linprobe", LinearProbeModule, FeatureDataModule, args, 90)
+def _fit_and_test(command: str, module, data, args: list[str], epochs: int) -> tuple[MAECLI, dict]:
+    """Fit, then score the test split: the CLI and the final metrics (the fit's val/* beside test/*)."""
+    cli = _make_cli(command, module, data, args, epochs)
     seconds = _fit(cli)
     fitted = _final_metrics(cli, seconds)  # with val/acc: testing replaces the trainer's metrics
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    metrics = {**fitted, **_final_metrics(cli, seconds), "feature_seconds": round(cli.datamodule.feature_seconds, 1)}
+    return cli, {**fitted, **_final_metrics(cli, seconds)}
+
+
+def linprobe(args: list[str]) -> dict:
+    cli, metrics = _fit_and_test("linprobe", LinearProbeModule, FeatureDataModule, args, 90)
+    metrics["feature_seconds"] = round(cli.datamodule.feature_seconds, 1)
     if cli.trainer.is_global_zero:
         write_metrics(cli.run_dir, metrics)
     return metrics
 
 
 def finetune(args: list[str]) -> dict:
-    cli = _make_cli("finetune", FineTuneModule, MAEDataModule, args, 10)
-    seconds = _fit(cli)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    metrics = _final_metrics(cli, seconds)
+    cli, metrics = _fit_and_test("finetune", FineTuneModule, MAEDataModule, args, 10)
     if cli.trainer.is_global_zero:
         h = cli.model.hparams
         path = save_classifier(cli.model.net, cli.model.mae_config, cli.run_dir / "classifier.safetensors",

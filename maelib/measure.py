@@ -40,14 +40,15 @@ def photo_test_crops(n: int = 96, *, img_size: int = 64, seed: int = 0,
                      names: Sequence[str] | None = None) -> torch.Tensor:
     """n seeded random crops (30-100% of the area, flipped at random) of the held-out photos (or of `names`),
     normalised with the ImageNet statistics: (n, 3, img_size, img_size). No model of the zoo has seen the
-    held-out photos."""
+    held-out photos. The crops are drawn with one bicubic sample per pixel (antialias=False), as when the zoo's
+    cards were measured on them: a fixed test set, kept as it was."""
     from .photos import HELD_OUT_PHOTOS, load_photos
 
     photos = load_photos(HELD_OUT_PHOTOS if names is None else names, size=2 * img_size).float() / 255
     g = torch.Generator().manual_seed(seed)
     pick = torch.randint(len(photos), (n,), generator=g)
     theta = crop_params(n, 2 * img_size, 2 * img_size, (0.3, 1.0), generator=g)
-    crops = random_resized_crop(photos[pick], img_size, theta=theta)
+    crops = random_resized_crop(photos[pick], img_size, theta=theta, antialias=False)
     mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in STATS["photos"])
     return (crops - mean) / std
 

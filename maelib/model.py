@@ -25,7 +25,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
 from .masking import MASKING, check_mask_ratio, random_masking
-from .patches import check_image_size, normalize_patches, patch_stats, patchify, unpatchify
+from .patches import check_image_size, mask_to_image, normalize_patches, patch_stats, patchify, unpatchify
 from .pos_embed import sincos_2d
 
 
@@ -295,7 +295,7 @@ class MaskedAutoencoder(nn.Module):
 
     def paste_visible(self, imgs: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Reconstruction with the visible patches replaced by the input's. All images (N, C, H, W); mask (N, L)."""
-        m = self.unpatchify(mask.unsqueeze(-1).expand(-1, -1, self.config.patch_dim).to(imgs.dtype))  # 1 = hidden
+        m = mask_to_image(mask.to(imgs.dtype), self.config.patch_size, self.config.in_chans)  # 1 = hidden
         return imgs * (1 - m) + recon * m
 
     def num_params(self, part: str = "all") -> int:

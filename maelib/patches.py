@@ -44,6 +44,12 @@ def unpatchify(patches: torch.Tensor, patch_size: int, in_chans: int) -> torch.T
     return x.reshape(n, in_chans, h * patch_size, h * patch_size)
 
 
+def mask_to_image(mask: torch.Tensor, patch_size: int, channels: int = 1) -> torch.Tensor:
+    """Per-patch mask (N, L) -> pixel map (N, channels, H, W): each patch's value over its p x p pixels (1 where
+    the patch is hidden, for MAE's masks)."""
+    return unpatchify(mask.unsqueeze(-1).expand(-1, -1, patch_size * patch_size * channels), patch_size, channels)
+
+
 def patch_stats(patches: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-patch mean and std used by norm_pix_loss. patches: (N, L, D) -> mean, std: (N, L, 1).
 

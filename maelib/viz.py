@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from . import analysis as A
+from .data.transforms import denormalize
 
 Stats = Sequence[float] | torch.Tensor | None
 HEAT = "inferno"  # attention; NaN (hidden patch) cells are transparent over the grey-masked image
@@ -37,10 +38,8 @@ def to_display(imgs: torch.Tensor, mean: Stats = None, std: Stats = None) -> np.
     """(N, C, H, W) or (C, H, W) in model input space -> (N, H, W, C) float array in [0, 1]."""
     x = torch.as_tensor(imgs).detach().cpu().float()
     x = x.unsqueeze(0) if x.ndim == 3 else x
-    if std is not None:
-        x = x * torch.as_tensor(std, dtype=x.dtype).reshape(1, -1, 1, 1)
-    if mean is not None:
-        x = x + torch.as_tensor(mean, dtype=x.dtype).reshape(1, -1, 1, 1)
+    if mean is not None or std is not None:  # `denormalize`, with the missing statistic as the identity
+        x = denormalize(x, (0.0,) if mean is None else mean, (1.0,) if std is None else std)
     return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 

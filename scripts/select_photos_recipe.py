@@ -34,7 +34,7 @@ def run(tag: str, factor: int, epochs: str, extra: list[str]) -> dict:
     train = [name for name in maelib.photos.training_photos() if name not in SELECTION]
     maelib.photos.training_photos = lambda: list(train)  # the data module asks for these at setup
     maelib.photos.HELD_OUT_PHOTOS = SELECTION  # validate on the selection photos too
-    maelib.data.datamodule.PHOTO_SCALE = {**maelib.data.PHOTO_SCALE, "train": factor}  # where setup reads it
+    maelib.data.sources.PHOTO_SCALE = {**maelib.data.PHOTO_SCALE, "train": factor}  # where setup reads it
     out = Path("runs/select_photos") / tag
     start = time.time()
     maelib_cli(["pretrain", "--config", "configs/pretrain_photos.yaml", "--trainer.max_epochs", epochs,

@@ -10,19 +10,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..color import JITTER
+from . import sources
 from .datasets import _LAYOUT, ImageFileDataset, TensorImageDataset, cached_scan, decode_images, fits_in_memory
 from .sampling import ResumableBatchSampler, ResumableDataLoader, _seeded_indices, _subset_indices
-from .sources import (
-    CLASS_NAMES,
-    DATASETS,
-    PHOTO_REPEATS,
-    PHOTO_SCALE,
-    STATS,
-    data_dir,
-    find_fashion_mnist,
-    load_fashion_mnist,
-    load_torchvision,
-)
+from .sources import DATASETS, STATS, data_dir, find_fashion_mnist, load_fashion_mnist, load_torchvision
 from .transforms import (
     AUGMENTS,
     FINETUNE_AUTO_AUGMENT,
@@ -270,11 +261,11 @@ class MAEDataModule(L.LightningDataModule):
 
             names = training_photos() if split == "train" else list(HELD_OUT_PHOTOS)
             which = "train" if split == "train" else "test"
-            images = load_photos(names, size=PHOTO_SCALE[which] * h.img_size)
-            images = images.repeat_interleave(PHOTO_REPEATS[which], dim=0)
-            return images, torch.arange(len(names)).repeat_interleave(PHOTO_REPEATS[which]), names
+            images = load_photos(names, size=sources.PHOTO_SCALE[which] * h.img_size)
+            images = images.repeat_interleave(sources.PHOTO_REPEATS[which], dim=0)
+            return images, torch.arange(len(names)).repeat_interleave(sources.PHOTO_REPEATS[which]), names
         if h.dataset == "fashion_mnist":
-            return (*load_fashion_mnist(split, h.root, download=h.download), CLASS_NAMES["fashion_mnist"])
+            return (*load_fashion_mnist(split, h.root, download=h.download), sources.CLASS_NAMES["fashion_mnist"])
         return load_torchvision(h.dataset, split, h.root, download=h.download)
 
     def _take(self, data: list | tuple[torch.Tensor, ...], size: int | None, what: str) -> list | tuple:
