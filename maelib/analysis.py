@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 
 from .attention import capture_attention
-from .masking import check_mask_ratio, num_kept
-from .patches import mask_to_image, normalize_patches  # noqa: F401 (mask_to_image: public here too)
+from .masking import check_mask_ratio, kept_indices
+from .patches import mask_to_image  # noqa: F401 (public here too: maelib.analysis.mask_to_image)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -54,9 +54,9 @@ def seeded_noise(model: nn.Module, batch: int, mask_ratio: float, seed: int) -> 
 
 
 def target_patches(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
-    """What the model is trained to predict: (N, L, p*p*C) pixels, per-patch normalised for norm_pix models."""
-    target = model.patchify(imgs)
-    return normalize_patches(target) if model.config.norm_pix_loss else target
+    """What the model is trained to predict: (N, L, p*p*C) pixels, per-patch normalised for norm_pix models
+    (`MaskedAutoencoder.loss_target`)."""
+    return model.loss_target(imgs)
 
 
 # ---------------------------------------------------------------------------------------------- reconstruction
@@ -171,7 +171,7 @@ def attention_maps(
                 if model.config.encoder_mask_tokens:  # every position is encoded, hidden ones as a mask token
                     ids_keep = torch.arange(num_patches).expand(imgs.shape[0], -1)
                 else:
-                    ids_keep = torch.argsort(noise, dim=1)[:, : num_kept(num_patches, mask_ratio)].cpu()
+                    ids_keep = kept_indices(noise, mask_ratio).cpu()
     return {i: a.cpu() for i, a in attn.items()}, ids_keep
 
 

@@ -179,13 +179,17 @@ def to_timm_vit(
     global_pool: str = "token",
     img_size: int | None = None,
     drop_path_rate: float = 0.0,
+    fc_norm: str = "encoder",
     **kwargs,
 ):
     """Export the encoder as a timm VisionTransformer (for fine-tuning or as a feature extractor).
 
     global_pool="token": classify from the normed cls token (the paper's linear probe).
-    global_pool="avg": average the patch tokens, then a `fc_norm` LayerNorm (the paper's fine-tuning); the
-    encoder's final norm moves into fc_norm, so pooled features start as LayerNorm(mean of block outputs).
+    global_pool="avg": average the patch tokens, then a `fc_norm` LayerNorm (the paper's fine-tuning). fc_norm
+    "encoder" (default): the encoder's final norm moves into fc_norm, so pooled features start as
+    LayerNorm(mean of block outputs) with the pretrained scale and shift; "fresh": fc_norm starts as a new
+    LayerNorm (weight 1, bias 0) and the pretrained final norm is dropped, as the official fine-tuning code does
+    (its checkpoint's `norm` is not loaded into the pooled model).
     The new head (if num_classes > 0) is initialised as in the paper's fine-tuning: N(0, 2e-5), zero bias.
     """
     from timm.models.vision_transformer import VisionTransformer
@@ -193,6 +197,9 @@ def to_timm_vit(
     c = model.config
     if global_pool not in ("token", "avg"):
         raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+    if fc_norm not in ("encoder", "fresh"):
+        raise ValueError(f"fc_norm must be 'encoder' (the pretrained final norm) or 'fresh' (a new LayerNorm, as "
+                         f"the official fine-tuning), got {fc_norm!r}")
     img_size = img_size or c.img_size
     vit = VisionTransformer(
         img_size=img_size,
@@ -212,9 +219,11 @@ def to_timm_vit(
     sd = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("patch_embed.", "cls_token", "blocks.", "norm."))}
     sd["pos_embed"] = resize_pos_embed(model.pos_embed.detach().clone(), img_size // c.patch_size)
     if global_pool == "avg":
-        sd = {("fc_norm." + k[5:] if k.startswith("norm.") else k): v for k, v in sd.items()}
+        sd = {("fc_norm." + k[5:] if k.startswith("norm.") else k): v for k, v in sd.items()
+              if fc_norm == "encoder" or not k.startswith("norm.")}
     missing, unexpected = vit.load_state_dict(sd, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("head.")]:
+    new = ("head.", "fc_norm.") if fc_norm == "fresh" and global_pool == "avg" else ("head.",)
+    if unexpected or [k for k in missing if not k.startswith(new)]:
         raise RuntimeError(f"timm export mismatch: missing {missing}, unexpected {unexpected}")
     if num_classes:
         nn.init.normal_(vit.head.weight, std=2e-5)

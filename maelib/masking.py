@@ -51,10 +51,16 @@ def random_masking(
 
     ids_shuffle = torch.argsort(noise, dim=1)  # ascending: the first len_keep are kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)  # position of each patch in the shuffled order
-    ids_keep = ids_shuffle[:, :len_keep]  # (N, L_keep)
+    ids_keep = ids_shuffle[:, :len_keep]  # (N, L_keep): `kept_indices(noise, mask_ratio)`
     x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))  # (N, L_keep, D)
     mask = (ids_restore >= len_keep).to(x.dtype)  # (N, L): 1 where the patch was shuffled past len_keep
     return x_kept, mask, ids_restore
+
+
+def kept_indices(noise: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """The patches `random_masking` keeps for this noise (N, L): their indices (N, L_keep), lowest noise first,
+    which is the order of the encoder's tokens 1..L_keep."""
+    return torch.argsort(noise, dim=1)[:, : num_kept(noise.shape[1], mask_ratio)]
 
 
 def random_noise(

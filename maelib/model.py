@@ -240,14 +240,18 @@ class MaskedAutoencoder(nn.Module):
         x = self.decoder_norm(x)
         return self.decoder_pred(x)[:, 1:]  # drop the cls token -> (N, L, p*p*C)
 
+    def loss_target(self, imgs: torch.Tensor) -> torch.Tensor:
+        """What the decoder is trained to predict: imgs (N, C, H, W) -> (N, L, p*p*C) pixels, each patch normalised
+        by its own mean and std for norm_pix_loss models (the paper's default)."""
+        target = self.patchify(imgs)
+        return normalize_patches(target) if self.config.norm_pix_loss else target
+
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """imgs: (N, C, H, W), pred: (N, L, p*p*C), mask: (N, L) -> mean squared error over masked patches.
 
         With no masked patch at all (mask ratio 0) there is nothing to score and the loss is 0.
         """
-        target = self.patchify(imgs)
-        if self.config.norm_pix_loss:
-            target = normalize_patches(target)
+        target = self.loss_target(imgs)  # (N, L, p*p*C)
         loss = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (N, L) per-patch MSE
         return (loss * mask).sum() / mask.sum().clamp_min(1)
 

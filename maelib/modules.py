@@ -324,6 +324,8 @@ class FineTuneModule(ClassifierModule):
     same architecture from random initialisation (`arch` required): the baseline to compare against.
     train_last_blocks: partial fine-tuning, train only the last k blocks (+ norm and head); None trains all.
     min_lr: where the cosine schedule ends (the paper's recipe: 1e-6), scaled by each layer's decay.
+    fc_norm: with global_pool="avg", "encoder" (the pretrained final norm becomes fc_norm) or "fresh" (a new
+        LayerNorm, as the official fine-tuning code): see `maelib.to_timm_vit`.
     """
 
     def __init__(
@@ -343,6 +345,7 @@ class FineTuneModule(ClassifierModule):
         cutmix: float = 0.0,
         train_last_blocks: int | None = None,
         min_lr: float = 0.0,
+        fc_norm: str = "encoder",
     ) -> None:
         super().__init__(label_smoothing=label_smoothing)
         self.save_hyperparameters()
@@ -353,7 +356,8 @@ class FineTuneModule(ClassifierModule):
         else:
             raise ValueError("give a pretrained `checkpoint`, or an `arch` to fine-tune from random initialisation")
         self.mae_config = mae.config  # the input it takes (`check_data`), and what rebuilds it (`save_classifier`)
-        self.net = to_timm_vit(mae, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path)
+        self.net = to_timm_vit(mae, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
+                               fc_norm=fc_norm)
         if mixup > 0 or cutmix > 0:
             from timm.data import Mixup
 

@@ -343,3 +343,26 @@ def test_the_finetuning_cosine_ends_at_min_lr(tmp_path):
     groups = trainer.optimizers[0].param_groups
     head = max(groups, key=lambda g: g.get("lr_scale", 1.0))  # the head: scale 1
     assert head["lr"] == pytest.approx(1e-6, rel=1e-6)  # the official schedule: min_lr at the end, not zero
+
+
+def test_the_pooled_export_can_start_from_a_fresh_fc_norm_as_the_official_fine_tuning():
+    mae = maelib.create_model("mae_vit_mini_patch4_28", depth=1)
+    with torch.no_grad():
+        mae.norm.weight.uniform_(0.5, 1.5), mae.norm.bias.uniform_(-0.5, 0.5)
+    kept = maelib.to_timm_vit(mae, num_classes=10, global_pool="avg")
+    fresh = maelib.to_timm_vit(mae, num_classes=10, global_pool="avg", fc_norm="fresh")
+    assert torch.equal(kept.fc_norm.weight, mae.norm.weight) and torch.equal(kept.fc_norm.bias, mae.norm.bias)
+    assert torch.equal(fresh.fc_norm.weight, torch.ones(mae.config.embed_dim))
+    assert torch.equal(fresh.fc_norm.bias, torch.zeros(mae.config.embed_dim))
+    assert torch.equal(fresh.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)  # the rest is pretrained
+    with pytest.raises(ValueError, match="fc_norm must be 'encoder'.*or 'fresh'"):
+        maelib.to_timm_vit(mae, global_pool="avg", fc_norm="new")
+
+
+def test_kept_indices_are_the_encoders_tokens():
+    from maelib.masking import kept_indices, random_masking
+
+    noise = torch.rand(3, 49, generator=torch.Generator().manual_seed(0))
+    tokens = torch.arange(49.0).view(1, 49, 1).expand(3, -1, 4)  # token j carries its patch index j
+    kept, _, _ = random_masking(tokens, 0.75, noise)
+    assert torch.equal(kept[..., 0].long(), kept_indices(noise, 0.75)) and kept.shape[1] == 12
