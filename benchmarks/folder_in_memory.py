@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import sys
 import tempfile
@@ -26,9 +25,12 @@ import lightning as L
 import torch
 from PIL import Image
 
-import maelib
-from maelib.data import CLASS_NAMES, MAEDataModule, load_fashion_mnist
-from maelib.modules import MAEPretrainModule
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import finish  # noqa: E402  (benchmarks/report.py)
+
+import maelib  # noqa: E402
+from maelib.data import CLASS_NAMES, MAEDataModule, load_fashion_mnist  # noqa: E402
+from maelib.modules import MAEPretrainModule  # noqa: E402
 
 
 class StepTimer(L.Callback):
@@ -98,10 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                   flush=True)
     report["in_memory_speedup"] = round(report["folder_in_memory_images_per_second"]
                                         / report["folder_from_disk_images_per_second"], 2)
-    print(json.dumps(report, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

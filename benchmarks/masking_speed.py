@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import statistics
 import sys
@@ -19,6 +18,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import finish  # noqa: E402
 
 from maelib.masking import MASKING
 
@@ -46,11 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
                            device=f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
                            torch=torch.__version__),
                   batch=args.batch, grid=args.grid, ratio=args.ratio, repeats=args.repeats, rows=rows)
-    print(json.dumps(report, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -22,6 +21,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import finish  # noqa: E402
 
 import maelib
 from maelib.ablation_design import settings_for
@@ -58,11 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         layouts=[one_at_a_time, in_parallel],
         speedup=round(one_at_a_time["sweep_seconds"] / in_parallel["sweep_seconds"], 2),
     )
-    print(json.dumps(report, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,14 @@ def test_masking_and_sweep_benchmarks_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [(lay["workers"], lay["threads"]) for lay in report["layouts"]][0][0] == 1 and report["speedup"] > 0
+
+
+def test_folder_in_memory_benchmark_runs(tmp_path):
+    out = tmp_path / "folder.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "folder_in_memory.py"), "--smoke", "--out",
+                             str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["images"] == 512 and report["in_memory_speedup"] > 0
+    assert all(report[f"{name}_images_per_second"] > 0
+               for name in ("folder_from_disk", "folder_in_memory", "fashion_mnist_in_memory"))
