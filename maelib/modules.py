@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 
 from .checkpoint import load_model
 from .convert import to_timm_vit
@@ -197,6 +198,9 @@ class ClassifierModule(ScheduledModule):
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.label_smoothing = label_smoothing
+        # summed over processes at each epoch's end: exact when each process scores a share of the images
+        self.scores = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
+                                     for name in ("loss", "acc")})
         self.mixup = None  # a timm Mixup, for fine-tuning
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -251,8 +255,11 @@ class ClassifierModule(ScheduledModule):
     def _evaluate(self, batch, stage: str) -> None:
         x, y = batch
         logits = self(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, sync_dist=True)
+        loss, acc = self.scores[f"{stage}_loss"], self.scores[f"{stage}_acc"]
+        loss.update(F.cross_entropy(logits, y), weight=len(y))
+        acc.update((logits.argmax(-1) == y).float().mean(), weight=len(y))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -229,6 +229,7 @@ def test_pyproject_runtime_dependencies():
     expected = {
         "torch", "torchvision", "timm", "lightning", "jsonargparse", "safetensors", "matplotlib",
         "numpy", "ipywidgets", "scikit-learn", "scikit-image", "tensorboard", "pyyaml", "submitit",
+        "torchmetrics",
     }  # fmt: skip
     assert expected <= names, f"missing runtime dependencies: {sorted(expected - names)}"
     jsonargparse = next(line for line in _pyproject()["project"]["dependencies"] if "jsonargparse" in line)

@@ -366,3 +366,38 @@ def test_kept_indices_are_the_encoders_tokens():
     tokens = torch.arange(49.0).view(1, 49, 1).expand(3, -1, 4)  # token j carries its patch index j
     kept, _, _ = random_masking(tokens, 0.75, noise)
     assert torch.equal(kept[..., 0].long(), kept_indices(noise, 0.75)) and kept.shape[1] == 12
+
+
+# ------------------------------------------------------------------------------------------ distributed evaluation
+def test_shard_sampler_shares_every_image_once():
+    from maelib.data import ShardSampler
+
+    shares = [list(ShardSampler(101, rank, 4)) for rank in range(4)]
+    assert sorted(i for share in shares for i in share) == list(range(101))
+    assert {len(share) for share in shares} == {25, 26} and len(ShardSampler(101, 0, 4)) == 26
+    with pytest.raises(ValueError, match="rank"):
+        ShardSampler(10, 2, 2)
+    dm = MAEDataModule(test_subset=101, batch_size=32, distributed_eval=True)
+    dm._process = lambda: (1, 2)  # as process 1 of 2 sees it
+    assert len(dm.test_dataloader().sampler) == 50 and len(dm.val_dataloader().sampler) == 50
+    assert len(dm.labelled_train_dataloader().sampler) == 60000  # the k-NN bank and probes: never sharded
+    assert len(MAEDataModule(test_subset=101, distributed_eval=False).test_dataloader().sampler) == 101
+
+
+def test_distributed_evaluation_scores_every_test_image_once(tmp_path, hooks):
+    """Two processes each score their share of 101 test images (51 + 50): the summed accuracy is the saved
+    classifier's own count over all 101, exactly, not a mean of the two shares' means."""
+    run = tmp_path / "ft"
+    cmd = [sys.executable, "-m", "maelib.cli", "finetune", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "1",
+           "--model.arch", "mae_vit_mini_patch4_28", "--model.arch_overrides", TINY, "--data.train_subset", "256",
+           "--data.test_subset", "101", "--data.batch_size", "32", "--data.distributed_eval", "true",
+           "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    acc = json.loads((run / "metrics.json").read_text())["test/acc"]
+    net = maelib.load_classifier(run / "classifier.safetensors").eval()
+    dm = MAEDataModule(test_subset=101, batch_size=64)
+    with torch.no_grad():
+        hits = sum((net(x).argmax(1) == y).sum().item() for x, y in dm.test_dataloader())
+    assert acc == pytest.approx(hits / 101, abs=1e-6)

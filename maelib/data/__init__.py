@@ -25,7 +25,14 @@ from .datasets import (
     fits_in_memory,
     scan_image_folder,
 )
-from .sampling import EpochOrder, KeyedBatch, ResumableBatchSampler, ResumableDataLoader, random_subset_loader
+from .sampling import (
+    EpochOrder,
+    KeyedBatch,
+    ResumableBatchSampler,
+    ResumableDataLoader,
+    ShardSampler,
+    random_subset_loader,
+)
 from .sources import (
     CLASS_NAMES,
     DATASETS,
@@ -56,7 +63,7 @@ from .transforms import (
 __all__ = [
     "AUGMENTS", "CLASS_NAMES", "DATASETS", "DEBIAN_FASHION_MNIST", "FASHION_MNIST_FILES", "PHOTO_REPEATS",
     "PHOTO_SCALE", "STATS", "BatchTransform", "EpochOrder", "ImageFileDataset", "KeyedBatch", "MAEDataModule",
-    "ResumableBatchSampler", "ResumableDataLoader", "TensorImageDataset", "ToModelInput", "cached_scan", "channel_stats",
+    "ResumableBatchSampler", "ResumableDataLoader", "ShardSampler", "TensorImageDataset", "ToModelInput", "cached_scan", "channel_stats",
     "crop_params", "data_dir", "decode_images", "denormalize", "eval_transform", "finetune_transform", "find_fashion_mnist", "fits_in_memory", "load_fashion_mnist",
     "load_torchvision", "random_resized_crop", "random_subset_loader", "read_idx", "scan_image_folder", "train_transform",
 ]

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..color import JITTER
 from . import sources
 from .datasets import _LAYOUT, ImageFileDataset, TensorImageDataset, cached_scan, decode_images, fits_in_memory
-from .sampling import ResumableBatchSampler, ResumableDataLoader, _seeded_indices, _subset_indices
+from .sampling import ResumableBatchSampler, ResumableDataLoader, ShardSampler, _seeded_indices, _subset_indices
 from .sources import DATASETS, STATS, data_dir, find_fashion_mnist, load_fashion_mnist, load_torchvision
 from .transforms import (
     AUGMENTS,
@@ -63,7 +63,10 @@ class MAEDataModule(L.LightningDataModule):
     and masks whether the run is resumed mid-epoch or not, and on 1 or N processes with the same global batch
     (batch_size x processes). With several processes give the Trainer `use_distributed_sampler=False` (the
     maelib CLI does). The datamodule's `state_dict` (saved in Lightning checkpoints) records how far the epoch
-    got. Validation and test loaders are not sharded: each process evaluates all of them.
+    got. Validation and test loaders are not sharded (each process evaluates all of them) unless
+    `distributed_eval`: then each process scores its share (`ShardSampler`, no image repeated), for the
+    classifiers, whose accuracy is summed over processes exactly; pretraining's val loss is then the mean of the
+    processes' means.
 
     in_memory: imagefolder only. None (default): a folder of at most 50,000 images of one size (and 2 GiB of
         pixels) is decoded once into uint8 tensors and then trains like Fashion-MNIST, with the vectorised batch
@@ -84,7 +87,8 @@ class MAEDataModule(L.LightningDataModule):
                  normalize_on_device: bool | None = None,
                  jitter: tuple[float, float, float, float] = JITTER, in_memory: bool | None = None,
                  val_root: str | Path | None = None, eval_crop_pct: float = 1.0,
-                 auto_augment: str | None = FINETUNE_AUTO_AUGMENT, reprob: float = 0.25) -> None:
+                 auto_augment: str | None = FINETUNE_AUTO_AUGMENT, reprob: float = 0.25,
+                 distributed_eval: bool = False) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -294,11 +298,14 @@ class MAEDataModule(L.LightningDataModule):
                              f"or raise train_subset")
 
     # ---------------------------------------------------------------- loaders
-    def _loader(self, name: str) -> DataLoader:
-        """An evaluation loader: in order, every image (not sharded over processes)."""
+    def _loader(self, name: str, shard: bool = False) -> DataLoader:
+        """An evaluation loader, in order: every image, or with `shard` and distributed_eval this process's share
+        (`ShardSampler`)."""
         self.setup()  # a no-op once built; lets notebooks skip the Trainer
-        n = self.hparams.num_workers
-        return DataLoader(getattr(self, name), batch_size=self.hparams.batch_size, shuffle=False,
+        n, dataset = self.hparams.num_workers, getattr(self, name)
+        rank, world = self._process()
+        sampler = ShardSampler(len(dataset), rank, world) if shard and self.hparams.distributed_eval else None
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=False, sampler=sampler,
                           num_workers=n, persistent_workers=n > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
@@ -368,10 +375,10 @@ class MAEDataModule(L.LightningDataModule):
             self._resume_state = resume
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val_set")
+        return self._loader("val_set", shard=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test_set")
+        return self._loader("test_set", shard=True)
 
     def labelled_train_dataloader(self) -> DataLoader:
         """The training images with the eval transform, in order, with labels: for linear probes and k-NN."""

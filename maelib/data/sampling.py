@@ -161,3 +161,20 @@ def random_subset_loader(loader: DataLoader, n: int | None, seed: int = 0) -> Da
     idx = _subset_indices(size, n, seed, "the subset size")
     return DataLoader(Subset(loader.dataset, idx.tolist()), batch_size=loader.batch_size, shuffle=False,
                       num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+
+
+class ShardSampler(Sampler[int]):
+    """Process `rank`'s share of an evaluation set: indices rank, rank + world_size, ... of range(num_samples), in
+    order, none repeated and none padded (the shares differ by at most one image), so that metrics summed over
+    processes count every image exactly once (`MAEDataModule(distributed_eval=True)`)."""
+
+    def __init__(self, num_samples: int, rank: int, world_size: int) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+        self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
+
+    def __iter__(self):
+        return iter(range(self.rank, self.num_samples, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.world_size))
