@@ -24,6 +24,7 @@ import torch.nn as nn
 from .attention import capture_attention
 from .masking import check_mask_ratio, kept_indices
 from .patches import mask_to_image  # noqa: F401 (public here too: maelib.analysis.mask_to_image)
+from .rng import seeded_noise  # noqa: F401 (public here too: maelib.analysis.seeded_noise)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -42,15 +43,6 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's parameters (images are moved there)."""
     return next(model.parameters()).device
-
-
-def seeded_noise(model: nn.Module, batch: int, mask_ratio: float, seed: int) -> torch.Tensor:
-    """Reproducible masking noise from the model's masking strategy. -> (N, L), lowest noise kept.
-
-    With random masking, the same seed at a higher ratio hides a superset of the patches (masks nest).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    return model.make_noise(batch, mask_ratio, device=model_device(model), generator=generator)
 
 
 def target_patches(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
@@ -155,7 +147,7 @@ def attention_maps(
     Otherwise the masked encoder pass: T = 1 + L_keep and token 1 + j is patch ids_keep[:, j].
     Block keys are non-negative (block -1 is stored under depth - 1).
     """
-    model.check_images(imgs)
+    imgs = model.check_images(imgs)
     with evaluating(model):
         imgs = imgs.to(model_device(model))
         with capture_attention(model, blocks) as attn:

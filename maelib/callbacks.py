@@ -1,4 +1,5 @@
-"""Callbacks that let people watch pretraining work: an online k-NN accuracy and reconstruction figures."""
+"""Lightning callbacks and plugins: an online k-NN accuracy and reconstruction figures that let people watch
+pretraining work; checkpoints/last.ckpt rewritten often (`LastCheckpoint`), and atomically (`AtomicCheckpointIO`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
+from .checkpoint import atomic_write, remove_stale_temporaries
 from .data import random_subset_loader
 from .evaluate import extract_features, knn_accuracy
+from .model import check_pool
+from .rng import seeded_noise
 
 
 class KNNMonitor(L.Callback):
@@ -31,7 +37,7 @@ class KNNMonitor(L.Callback):
         seed: int = 0,
     ) -> None:
         self.every_n_epochs, self.train_samples, self.val_samples = every_n_epochs, train_samples, val_samples
-        self.k, self.temperature, self.pool, self.seed = k, temperature, pool, seed
+        self.k, self.temperature, self.pool, self.seed = k, temperature, check_pool(pool), seed
 
     def features(self, dm, model) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """(bank features, labels), (query features, labels) of `model` on the datamodule `dm`'s subsets."""
@@ -43,7 +49,9 @@ class KNNMonitor(L.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         dm = trainer.datamodule
-        if not getattr(dm, "has_class_labels", True):  # e.g. dataset="photos": nothing to classify
+        if not getattr(dm, "has_class_labels", True):  # dataset="photos", or one class: nothing to classify
+            rank_zero_warn("the k-NN monitor is off: these data have no classes to tell apart (one class, or the "
+                           "photos' names), so its accuracy would mean nothing", category=UserWarning)
             return
         bank, queries = self.features(dm, pl_module.model)
         acc = knn_accuracy(*bank, *queries, k=self.k, temperature=self.temperature)
@@ -67,10 +75,8 @@ class ReconstructionLogger(L.Callback):
         imgs = next(iter(random_subset_loader(dm.val_dataloader(), self.num_images, self.seed)))[0][: self.num_images]
         imgs = imgs.to(pl_module.device)
         model = pl_module.model
-        g = torch.Generator().manual_seed(self.seed)
-        ratio = getattr(pl_module.hparams, "mask_ratio", None)  # the training ratio, else the model's default
-        ratio = model.config.mask_ratio if ratio is None else ratio
-        noise = model.make_noise(len(imgs), ratio, device=imgs.device, generator=g)  # and its masking strategy
+        ratio = getattr(pl_module, "mask_ratio", model.config.mask_ratio)  # the training ratio
+        noise = seeded_noise(model, len(imgs), ratio, self.seed)  # and the model's masking strategy
         fig = show_reconstruction(model, imgs, ratio, noise=noise, mean=dm.mean, std=dm.std, max_images=self.num_images)
         fig.suptitle(f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
         save_figure(fig, Path(trainer.default_root_dir) / "reconstructions" / f"epoch_{trainer.current_epoch + 1:03d}.png")
@@ -80,3 +86,45 @@ class ReconstructionLogger(L.Callback):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written atomically: torch.save to a temporary file in the same folder, flushed to
+    disk, then renamed over the target (`maelib.checkpoint.atomic_write`). A kill at any point leaves either the
+    old checkpoint or the new one, whole. (Lightning's own writer stages the file in the system's temporary
+    folder and moves it, which is a copy -- not atomic -- when that is another file system.)
+
+        trainer = L.Trainer(plugins=[AtomicCheckpointIO()], ...)
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        remove_stale_temporaries(path)  # left by earlier runs killed mid-save (only rank 0 writes checkpoints)
+
+
+class LastCheckpoint(L.Callback):
+    """checkpoints/last.ckpt, rewritten every `every_n_train_steps` optimiser steps (0: never mid-epoch) and at
+    the end of every training epoch (after its validation), so that a killed run loses little. Keeps no other
+    checkpoint. Written with the Trainer's public `save_checkpoint`, which every process calls and the
+    Trainer's CheckpointIO (maelib's atomic one) writes on one."""
+
+    def __init__(self, dirpath, every_n_train_steps: int = 100) -> None:
+        if every_n_train_steps < 0:
+            raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {every_n_train_steps}")
+        self.path, self.every = Path(dirpath) / "last.ckpt", every_n_train_steps
+        self._saved_at: int | None = None  # the optimiser step of the last save: never twice at one step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.every and trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or self._saved_at == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.path, weights_only=False)  # a whole checkpoint: optimiser, loops, callbacks
+        self._saved_at = trainer.global_step

@@ -16,7 +16,9 @@ import json
 import os
 import pickle
 import secrets
+import stat
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -48,8 +50,10 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             break
         except FileExistsError:
             continue
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0666 less the umask, as open() would give
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # writers that replace the file (safetensors' save_file) leave it private (0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -69,16 +73,50 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return stale
 
 
+@contextmanager
+def run_dir_lock(run_dir: str | os.PathLike):
+    """Hold an exclusive lock on a run directory (`.maelib.lock`, with the holder's pid) while a run writes there,
+    so that two runs cannot overwrite each other's checkpoints and logs: a second process is refused, naming the
+    first. Released at the end of the block, or when the process dies. POSIX (fcntl.flock)."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".maelib.lock"
+    f = open(lock, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RuntimeError(
+            f"{run_dir} is in use by another maelib run ({holder}), which is writing its checkpoints and logs there. "
+            "Wait for it to finish, or give this run its own directory: --trainer.default_root_dir runs/<new name>"
+        ) from None
+    try:
+        f.seek(0), f.truncate(), f.write(f"pid {os.getpid()}"), f.flush()
+        yield lock
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load tensors (and safetensors metadata) from .safetensors, .pth or .ckpt without running code.
 
     Unwraps the usual containers: {"model": ...} (official MAE), {"state_dict": ...} (Lightning, whose
     "model." prefix is removed). A zoo name (`maelib.list_pretrained()`) stands for its file.
     """
-    path = _zoo_file(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.suffix == ".safetensors":
+    kind = file_format(path)  # by content, whatever the name says
+    if kind is None:
+        raise ValueError(
+            f"{path} is not a checkpoint: it is neither safetensors nor a PyTorch file (.pth/.ckpt, a zip or pickle "
+            "archive). Is it text, or the HTML page of a failed download? Download or save the weights again")
+    if kind == "safetensors":
         try:
             from safetensors import safe_open
 
@@ -98,8 +136,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"arbitrary code. maelib loads weights only. If you trust the file's source, re-save just its "
             f"state dict (torch.save(state_dict, ...)) or convert it to safetensors. Details: {e}"
         ) from e
-    except (RuntimeError, EOFError) as e:
-        raise ValueError(f"could not read {path} as a PyTorch checkpoint ({e}); is it complete?") from e
+    except (RuntimeError, EOFError, OSError, IndexError, KeyError) as e:
+        raise ValueError(f"could not read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}): it looks "
+                         "truncated or damaged; save or download it again") from e
     metadata = {}
     if isinstance(obj, dict) and isinstance(obj.get("maelib_config"), dict):  # written by maelib's Lightning modules
         metadata["config"] = json.dumps(obj["maelib_config"])
@@ -112,26 +151,48 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return obj, metadata
 
 
+def file_format(path: str | os.PathLike) -> str | None:
+    """What a weights file is, from its first bytes: "safetensors" (an 8-byte header length, then JSON), "torch"
+    (a zip archive, torch.save's format, or a legacy pickle), or None (text, HTML, anything else)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**27:
+        return "safetensors"  # a plausible header length (text would read as an enormous one); maybe cut short
+    return None
+
+
+def stored_config(path, text: str, **overrides) -> MAEConfig:
+    """The MAEConfig in a file's metadata (JSON), with `overrides`; errors name the file."""
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the model config stored in {path} is not valid JSON ({e}): the file was edited or "
+                         "damaged; save the model again (maelib.save_model), or load its weights with an arch") from e
+    if not isinstance(fields, dict):
+        raise ValueError(f"the model config stored in {path} is {type(fields).__name__}, not a mapping of fields")
+    try:
+        return MAEConfig.from_dict({**fields, **overrides})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"the model config stored in {path} is not valid: {e}") from e
+
+
 def checkpoint_config(path: str | os.PathLike) -> MAEConfig | None:
     """The MAEConfig stored in a maelib .safetensors file, read from its header alone (no tensors are loaded);
     None when the file carries none (a state dict from elsewhere). A zoo name stands for its file."""
     from safetensors import safe_open
 
-    path = _zoo_file(path)
+    path = checkpoint_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             text = (f.metadata() or {}).get("config")
     except SafetensorError as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); was it truncated?") from e
-    if text is None:
-        return None
-    try:
-        return MAEConfig.from_dict(json.loads(text))
-    except ValueError as e:  # json.JSONDecodeError is a ValueError too
-        raise ValueError(f"the config stored in {path} is not a valid MAEConfig: {e}") from e
+    return None if text is None else stored_config(path, text)
 
 
-def _zoo_file(path: str | os.PathLike) -> Path:
+def checkpoint_file(path: str | os.PathLike) -> Path:
     """`path`, or the local file of the zoo model so named (an official one is downloaded the first time)."""
     from .zoo import is_pretrained_name, pretrained_path
 
@@ -232,7 +293,7 @@ def load_classifier(path: str | os.PathLike):
     if metadata.get("format") != "maelib-classifier":
         raise ValueError(f"{path} is not a classifier saved by maelib finetune (its format is "
                          f"{metadata.get('format')!r}); for MAE weights use load_model")
-    mae = MaskedAutoencoder(MAEConfig.from_dict(json.loads(metadata["config"])))
+    mae = MaskedAutoencoder(stored_config(path, metadata["config"]))
     net = to_timm_vit(mae, num_classes=int(metadata["num_classes"]), global_pool=metadata["global_pool"])
     net.load_state_dict(state_dict)
     return net.eval()
@@ -251,7 +312,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, **overrides) ->
         return load_pretrained(str(path), **overrides)
     state_dict, metadata = read_state_dict(path)
     if "config" in metadata:
-        model = MaskedAutoencoder(MAEConfig.from_dict({**json.loads(metadata["config"]), **overrides}))
+        model = MaskedAutoencoder(stored_config(path, metadata["config"], **overrides))
     elif arch is not None:
         model = create_model(arch, **overrides)
     else:

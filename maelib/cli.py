@@ -27,6 +27,7 @@ one with batch 2B. If a process dies, Lightning's launcher stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -34,18 +35,28 @@ import pickle
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
-import lightning as L
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
-from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from .callbacks import KNNMonitor, ReconstructionLogger
-from .checkpoint import atomic_write, read_state_dict, remove_stale_temporaries, save_classifier, save_model
+from .callbacks import AtomicCheckpointIO, KNNMonitor, LastCheckpoint, ReconstructionLogger
+from .checkpoint import (
+    atomic_write,
+    checkpoint_config,
+    checkpoint_file,
+    file_format,
+    read_state_dict,
+    run_dir_lock,
+    save_classifier,
+    save_model,
+    stored_config,
+)
 from .data import MAEDataModule
 from .evaluate import FeatureDataModule, knn_accuracy
 from .model import MAEConfig
@@ -64,54 +75,25 @@ def write_metrics(run_dir: Path, metrics: dict) -> Path:
 def input_config(arch: str | None, arch_overrides: dict | None, checkpoint: str | None = None) -> MAEConfig:
     """The model config a run will use (from its checkpoint if it has one), to size the data to it."""
     if checkpoint is not None:
-        _, metadata = read_state_dict(checkpoint)
-        if "config" in metadata:
-            return MAEConfig.from_dict({**json.loads(metadata["config"]), **(arch_overrides or {})})
+        if file_format(checkpoint_file(checkpoint)) == "safetensors":
+            config = checkpoint_config(checkpoint)  # the header alone
+        else:
+            config = read_state_dict(checkpoint)[1].get("config")
+            config = config if config is None else stored_config(checkpoint, config)
+        if config is not None:
+            return MAEConfig.from_dict({**config.to_dict(), **(arch_overrides or {})})
     if arch is None:
         raise ValueError("give --model.checkpoint (a maelib file) or --model.arch")
     return model_config(arch, **(arch_overrides or {}))
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written atomically: torch.save to a temporary file in the same folder, flushed to
-    disk, then renamed over the target (`maelib.checkpoint.atomic_write`). A kill at any point leaves either the
-    old checkpoint or the new one, whole. (Lightning's own writer stages the file in the system's temporary
-    folder and moves it, which is a copy -- not atomic -- when that is another file system.)
-
-        trainer = L.Trainer(plugins=[AtomicCheckpointIO()], ...)
-    """
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} does not take storage_options")
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-        remove_stale_temporaries(path)  # left by earlier runs killed mid-save (only rank 0 writes checkpoints)
-
-
-class LastCheckpoint(L.Callback):
-    """checkpoints/last.ckpt, rewritten every `every_n_train_steps` optimiser steps (0: never mid-epoch) and at
-    the end of every training epoch (after its validation), so that a killed run loses little. Keeps no other
-    checkpoint. Written with the Trainer's public `save_checkpoint`, which every process calls and the
-    Trainer's CheckpointIO (maelib's atomic one) writes on one."""
-
-    def __init__(self, dirpath, every_n_train_steps: int = 100) -> None:
-        if every_n_train_steps < 0:
-            raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {every_n_train_steps}")
-        self.path, self.every = Path(dirpath) / "last.ckpt", every_n_train_steps
-        self._saved_at: int | None = None  # the optimiser step of the last save: never twice at one step
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self.every and trainer.global_step % self.every == 0:
-            self._save(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._save(trainer)
-
-    def _save(self, trainer: L.Trainer) -> None:
-        if trainer.sanity_checking or trainer.fast_dev_run or self._saved_at == trainer.global_step:
-            return
-        trainer.save_checkpoint(self.path)
-        self._saved_at = trainer.global_step
+def sized_for(arch: str | None, arch_overrides: dict | None, checkpoint: str | None = None) -> MAEConfig:
+    """`input_config` for sizing the data; if the model settings are wrong, a stand-in, so that the module raises
+    its own message when it is built (jsonargparse would bury an error here under its usage text)."""
+    try:
+        return input_config(arch, arch_overrides, checkpoint)
+    except (OSError, TypeError, ValueError):
+        return MAEConfig()
 
 
 class MAECLI(LightningCLI):
@@ -126,14 +108,11 @@ class MAECLI(LightningCLI):
         parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
                             help="rewrite checkpoints/last.ckpt every N optimiser steps (0: only at epoch ends); it "
                                  "is also rewritten at every epoch end")
-        if self.command == "pretrain":  # the data is sized to the model
-            compute = lambda arch, overrides: model_config(arch, **(overrides or {}))  # noqa: E731
-            parser.link_arguments(("model.arch", "model.arch_overrides"), "data.img_size", lambda a, o: compute(a, o).img_size)
-            parser.link_arguments(("model.arch", "model.arch_overrides"), "data.in_chans", lambda a, o: compute(a, o).in_chans)
+        if self.command in ("pretrain", "finetune"):  # the data is sized to the model
+            sources = ("model.arch", "model.arch_overrides") + (("model.checkpoint",) if self.command == "finetune" else ())
+            parser.link_arguments(sources, "data.img_size", lambda *a: sized_for(*a).img_size)
+            parser.link_arguments(sources, "data.in_chans", lambda *a: sized_for(*a).in_chans)
         if self.command == "finetune":
-            sources = ("model.arch", "model.arch_overrides", "model.checkpoint")
-            parser.link_arguments(sources, "data.img_size", lambda a, o, c: input_config(a, o, c).img_size)
-            parser.link_arguments(sources, "data.in_chans", lambda a, o, c: input_config(a, o, c).in_chans)
             parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         if self.command == "linprobe":
             parser.link_arguments("data.feature_dim", "model.feature_dim", apply_on="instantiate")
@@ -158,6 +137,8 @@ class MAECLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         kwargs["plugins"] = plugins
+        if getattr(self.datamodule, "on_the_fly", False):  # linprobe --data.augment mae: images, not features
+            kwargs["use_distributed_sampler"] = False  # its ResumableBatchSampler shares the batches out itself
         return super().instantiate_trainer(**kwargs)
 
     @property
@@ -171,7 +152,11 @@ class MAECLI(LightningCLI):
             if not last.exists():
                 print(f"--resume last: no checkpoint at {last} yet, starting from scratch")
                 return None
-            return str(last)
+            resume = str(last)
+        if resume is not None and not zipfile.is_zipfile(resume):
+            what = "no such file" if not Path(resume).is_file() else "it is not a whole checkpoint (truncated or damaged)"
+            raise ValueError(f"--resume {resume}: {what}. Give a checkpoint that Lightning wrote (checkpoints/"
+                             "last.ckpt of the run), or start again without --resume")
         return resume
 
 
@@ -220,6 +205,12 @@ def _fit(cli: MAECLI) -> float:
             "unpickling them could run arbitrary code. Checkpoints written by maelib never do; resume from one of "
             f"those (--resume last), or load just the weights of a trusted file. Details: {e}") from e
     except RuntimeError as e:
+        if ckpt_path is not None and "Error(s) in loading state_dict" in str(e):
+            lines = str(e).splitlines()
+            raise ValueError(
+                f"--resume {ckpt_path}: that checkpoint is of another model than this run builds ({lines[0]} "
+                f"{' '.join(line.strip() for line in lines[1:3])} ...). Resume with the --model settings (or "
+                "--config) it was trained with, or start a new run in another --trainer.default_root_dir") from e
         if trainer.world_size > 1 and any(s in str(e) for s in _PEER_LOST):
             raise RuntimeError(
                 f"process {trainer.global_rank} of {trainer.world_size} lost contact with another process of this run, "
@@ -235,44 +226,63 @@ def _final_metrics(cli: MAECLI, seconds: float) -> dict:
     return {**m, "epochs": cli.trainer.current_epoch, "steps": cli.trainer.global_step, "fit_seconds": round(seconds, 1)}
 
 
+def _exclusive(cli: MAECLI):
+    """The run directory's lock (`run_dir_lock`), taken by the launching process only: the processes it starts
+    (DDP ranks, SLURM tasks) write into the same directory as part of the same run."""
+    launching = all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    return run_dir_lock(cli.run_dir) if launching else contextlib.nullcontext()
+
+
 def pretrain(args: list[str]) -> dict:
     cli = _make_cli("pretrain", MAEPretrainModule, MAEDataModule, args, 10, [KNNMonitor(), ReconstructionLogger()])
-    seconds = _fit(cli)
-    if cli.trainer.is_global_zero:
-        path = save_model(cli.model.model, cli.run_dir / "model.safetensors")
-        print(f"model saved to {path}")
-    metrics = _final_metrics(cli, seconds)
-    if cli.trainer.is_global_zero:
-        write_metrics(cli.run_dir, metrics)
+    with _exclusive(cli):
+        seconds = _fit(cli)
+        if cli.trainer.is_global_zero:
+            path = save_model(cli.model.model, cli.run_dir / "model.safetensors")
+            print(f"model saved to {path}")
+        metrics = _final_metrics(cli, seconds)
+        if cli.trainer.is_global_zero:
+            write_metrics(cli.run_dir, metrics)
     return metrics
 
 
-def _fit_and_test(command: str, module, data, args: list[str], epochs: int) -> tuple[MAECLI, dict]:
-    """Fit, then score the test split: the CLI and the final metrics (the fit's val/* beside test/*)."""
+def _fit_and_test(command: str, module, data, args: list[str], epochs: int, finish) -> dict:
+    """Fit, then score the test split, then finish(cli, metrics) (saving), all under the run directory's lock:
+    the final metrics (the fit's val/* beside test/*)."""
+    if any(a.split("=")[0] == "--model.num_classes" for a in args):
+        raise ValueError(f"maelib {command} sizes the head to the data: one output per class that the data module "
+                         "finds (an image folder's class sub-folders), so --model.num_classes is not a flag here. "
+                         "Leave it out; for other classes, give --data.root a folder with just those sub-folders")
     cli = _make_cli(command, module, data, args, epochs)
-    seconds = _fit(cli)
-    fitted = _final_metrics(cli, seconds)  # with val/acc: testing replaces the trainer's metrics
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    return cli, {**fitted, **_final_metrics(cli, seconds)}
+    with _exclusive(cli):
+        seconds = _fit(cli)
+        fitted = _final_metrics(cli, seconds)  # with val/acc: testing replaces the trainer's metrics
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+        metrics = {**fitted, **_final_metrics(cli, seconds)}
+        finish(cli, metrics)
+    return metrics
 
 
 def linprobe(args: list[str]) -> dict:
-    cli, metrics = _fit_and_test("linprobe", LinearProbeModule, FeatureDataModule, args, 90)
-    metrics["feature_seconds"] = round(cli.datamodule.feature_seconds, 1)
-    if cli.trainer.is_global_zero:
-        write_metrics(cli.run_dir, metrics)
-    return metrics
+    def finish(cli, metrics):
+        metrics["feature_seconds"] = round(cli.datamodule.feature_seconds, 1)
+        if cli.trainer.is_global_zero:
+            write_metrics(cli.run_dir, metrics)
+
+    return _fit_and_test("linprobe", LinearProbeModule, FeatureDataModule, args, 90, finish)
 
 
 def finetune(args: list[str]) -> dict:
-    cli, metrics = _fit_and_test("finetune", FineTuneModule, MAEDataModule, args, 10)
+    return _fit_and_test("finetune", FineTuneModule, MAEDataModule, args, 10, _save_classifier)
+
+
+def _save_classifier(cli: MAECLI, metrics: dict) -> None:
     if cli.trainer.is_global_zero:
         h = cli.model.hparams
         path = save_classifier(cli.model.net, cli.model.mae_config, cli.run_dir / "classifier.safetensors",
                                num_classes=h.num_classes, global_pool=h.global_pool)
         print(f"classifier saved to {path} (maelib.load_classifier gives it back as a timm VisionTransformer)")
         write_metrics(cli.run_dir, metrics)
-    return metrics
 
 
 def knn(args: list[str]) -> dict:
@@ -370,5 +380,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def console() -> int:
+    """The `maelib` command: `main`, with a mistake shown as maelib's one-paragraph message instead of a traceback
+    (set MAELIB_TRACEBACK=1 to see the traceback too)."""
+    try:
+        return main()
+    except (ValueError, TypeError, OSError, RuntimeError, ArithmeticError) as e:  # e.g. a NaN loss
+        if os.environ.get("MAELIB_TRACEBACK"):
+            raise
+        print(f"maelib: error: {e}\n(MAELIB_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

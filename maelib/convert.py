@@ -13,8 +13,9 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .model import MAEConfig, MaskedAutoencoder
+from .model import MAEConfig, MaskedAutoencoder, check_pool
 from .pos_embed import resize_pos_embed
+from .validate import check_int
 
 # transformers 4.x names -> 5.x names (the 5.x layout is what `to_hf_state_dict` writes).
 _HF_V4_TO_V5 = [
@@ -158,7 +159,16 @@ def from_hf(source) -> MaskedAutoencoder:
     if isinstance(source, (str, os.PathLike)):
         from transformers import ViTMAEForPreTraining
 
-        source = ViTMAEForPreTraining.from_pretrained(source)
+        name = os.fspath(source)
+        looks_local = isinstance(source, os.PathLike) or name.startswith((".", "/", "~")) or name.count("/") != 1
+        if looks_local and not os.path.isdir(os.path.expanduser(name)):
+            raise FileNotFoundError(f"no folder {name}: from_hf takes a folder written by save_pretrained (config.json "
+                                    "and the weights), a hub id such as 'facebook/vit-mae-base', or a model object")
+        try:
+            source = ViTMAEForPreTraining.from_pretrained(os.path.expanduser(name))
+        except OSError as e:
+            raise OSError(f"could not load {name!r}: it is not a local folder, and the Hugging Face hub did not give "
+                          f"it (offline, or no such id: hub ids look like 'facebook/vit-mae-base'). Details: {e}") from e
     model = MaskedAutoencoder(config_from_hf(source.config))
     model.load_state_dict(from_hf_state_dict(source.state_dict()), strict=True)
     return model
@@ -185,7 +195,8 @@ def to_timm_vit(
     """Export the encoder as a timm VisionTransformer (for fine-tuning or as a feature extractor).
 
     global_pool="token": classify from the normed cls token (the paper's linear probe).
-    global_pool="avg": average the patch tokens, then a `fc_norm` LayerNorm (the paper's fine-tuning). fc_norm
+    global_pool="avg": average the patch tokens, then a `fc_norm` LayerNorm (the paper's fine-tuning); with
+    fc_norm="encoder" its features are `model.features(imgs, pool="mean")`. ("cls" and "mean" are accepted.) fc_norm
     "encoder" (default): the encoder's final norm moves into fc_norm, so pooled features start as
     LayerNorm(mean of block outputs) with the pretrained scale and shift; "fresh": fc_norm starts as a new
     LayerNorm (weight 1, bias 0) and the pretrained final norm is dropped, as the official fine-tuning code does
@@ -195,8 +206,8 @@ def to_timm_vit(
     from timm.models.vision_transformer import VisionTransformer
 
     c = model.config
-    if global_pool not in ("token", "avg"):
-        raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+    global_pool = {"cls": "token", "mean": "avg"}[check_pool(global_pool)]  # maelib's pool names work too
+    num_classes = check_int("num_classes", num_classes, minimum=0, where=" (0: no head, the pooled features)")
     if fc_norm not in ("encoder", "fresh"):
         raise ValueError(f"fc_norm must be 'encoder' (the pretrained final norm) or 'fresh' (a new LayerNorm, as "
                          f"the official fine-tuning), got {fc_norm!r}")

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .checkpoint import load_model
 from .data import MAEDataModule
-from .model import MAEConfig, MaskedAutoencoder
+from .model import MAEConfig, MaskedAutoencoder, check_pool
 from .registry import create_model, model_config
 
 
@@ -122,18 +122,30 @@ def linear_probe_head(dim: int, num_classes: int) -> nn.Sequential:
 
 
 class FeatureDataModule(L.LightningDataModule):
-    """Frozen-encoder features of a labelled dataset, extracted once and cached: the data of linear probes and k-NN.
+    """Frozen-encoder features of a labelled dataset: the data of linear probes and k-NN.
+
+    Two ways, by `augment`:
+    - "none" (default, the teaching preset): the features of the eval-transformed images, extracted once and
+      cached, so a CPU probe trains in seconds per epoch;
+    - "mae": the paper's linear-probe protocol (official main_linprobe.py): every training batch is a fresh random
+      resized crop (scale `crop_scale`, bicubic) + flip of its images, turned into features by the frozen encoder
+      on the batch's device at every step (`on_after_batch_transfer`; bf16 autocast on GPU); nothing is cached.
+      Training images come from the image datamodule's train split; validation and test from its held-out
+      images (an image folder's `val_root`, e.g. ImageNet's val folder, else a seeded 10% of the folder; a
+      packaged dataset's test split), with the eval transform (`eval_crop_pct`).
 
     checkpoint: the pretrained MAE (maelib .safetensors / .ckpt, an official .pth with `arch`, or a zoo name such
         as "mae_vit_mini_patch4_28.fmnist_normpix"). Without a checkpoint, `arch` is built at random initialisation
         (seeded): the baseline MAE must beat.
     pixels: use the raw normalised pixels as the features (`RawPixels`, sized like `arch`, or like the
         checkpoint's model): the other baseline, scored by the same k-NN and probe code.
-    pool: "cls" (the paper's probe) or "mean" of the patch tokens.
+    pool: "cls" (the paper's probe) or "mean" (global average pooling), as in `MaskedAutoencoder.features`.
     The images come from an MAEDataModule sized to the encoder, with the eval transform (no augmentation);
     training features come from the train split, val/test features from the test split.
     holdout: keep a seeded N of the training images out of training and validate on them instead of on the test
-        split (val/acc), so that settings can be compared without looking at the test set.
+        split (val/acc), so that settings can be compared without looking at the test set. Cached features only
+        (with augment="mae" the image datamodule's val split is held out already).
+    val_root, eval_crop_pct, crop_scale, in_memory, distributed_eval: the image datamodule's (`MAEDataModule`).
     device: where to extract the features (e.g. "cuda:1"); default: the Trainer's device, else the encoder's.
     """
 
@@ -154,10 +166,22 @@ class FeatureDataModule(L.LightningDataModule):
         seed: int = 0,
         download: bool = True,
         device: str | None = None,
+        augment: str = "none",
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        val_root: str | None = None,
+        eval_crop_pct: float = 1.0,
+        in_memory: bool | None = None,
+        distributed_eval: bool = False,
     ) -> None:
         super().__init__()
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        pool = check_pool(pool)
+        if augment not in ("none", "mae"):
+            raise ValueError(f"augment must be 'none' (features cached once) or 'mae' (the paper's linear probe: "
+                             f"random resized crops + flips, features computed at every step), got {augment!r}")
+        self.on_the_fly = augment != "none"
+        if self.on_the_fly and holdout is not None:
+            raise ValueError("holdout is for cached features (augment='none'); with augment='mae' validation uses the "
+                             "image datamodule's val split already (val_root, or 10% of the training images)")
         if checkpoint is not None:
             self.encoder = load_model(checkpoint, arch=arch)
             if pixels:
@@ -176,8 +200,9 @@ class FeatureDataModule(L.LightningDataModule):
         self.holdout, self.seed, self.feature_device = holdout, seed, device
         self._image_args = dict(
             dataset=dataset, root=root, img_size=c.img_size, in_chans=c.in_chans, batch_size=batch_size,
-            augment="none", train_subset=train_subset, test_subset=test_subset, num_workers=num_workers,
-            seed=seed, download=download,
+            augment=augment, crop_scale=crop_scale, train_subset=train_subset, test_subset=test_subset,
+            num_workers=num_workers, seed=seed, download=download, val_root=val_root, eval_crop_pct=eval_crop_pct,
+            in_memory=in_memory, distributed_eval=distributed_eval,
         )
         self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.feature_seconds = 0.0
@@ -196,6 +221,10 @@ class FeatureDataModule(L.LightningDataModule):
         self.images.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
+        if self.on_the_fly:
+            self.images.trainer = self.trainer  # its sampler then shares each global batch out over the processes
+            self.images.setup(stage)
+            return
         if self.features:
             return
         start = time.perf_counter()
@@ -229,10 +258,35 @@ class FeatureDataModule(L.LightningDataModule):
                           drop_last=train and len(feats) > self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return self.images.train_dataloader() if self.on_the_fly else self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
+        if self.on_the_fly:
+            return self.images.val_dataloader()
         return self._loader("val" if "val" in self.features else "test")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.images.test_dataloader() if self.on_the_fly else self._loader("test")
+
+    @torch.no_grad()
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """augment="mae": the batch's images -> the frozen encoder's features, where the batch now is (the GPU).
+        Cached features pass unchanged."""
+        if not self.on_the_fly:
+            return batch
+        imgs, labels = self.images.on_after_batch_transfer(batch, dataloader_idx)[:2]  # uint8 -> normalised
+        param = next(self.encoder.parameters(), None)
+        if param is not None and param.device != imgs.device:
+            self.encoder.to(imgs.device)  # once: the encoder is frozen, so it is not part of the LightningModule
+        self.encoder.eval()
+        with torch.autocast(imgs.device.type, torch.bfloat16, enabled=imgs.device.type == "cuda"):
+            feats = self.encoder.features(imgs, pool=self.pool)
+        return feats.float(), labels
+
+    def state_dict(self) -> dict:
+        """augment="mae": where the image datamodule's training order stands, for `--resume`."""
+        return self.images.state_dict() if self.on_the_fly else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.on_the_fly:
+            self.images.load_state_dict(state)

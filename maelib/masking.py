@@ -6,6 +6,11 @@ strategy keeps exactly the same number of patches per image and batches stay rec
 
     noise = MASKING["block"](batch, grid_size, mask_ratio, device=x.device)  # (N, L)
     x_kept, mask, ids_restore = random_masking(x, mask_ratio, noise)
+
+The noise vocabulary: a *strategy* draws noise from a generator (`random_noise`, `block_noise`, `grid_noise`;
+`MaskedAutoencoder.make_noise` is the model's configured one, `noise_draw` the same as draw(rows, generator));
+a *key* makes it reproducible (`maelib.rng`: `seeded_noise` by one seed, `fixed_noise` by image index,
+`batch_noise` by training batch).
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ from typing import Callable
 
 import torch
 
+from .validate import as_real
+
 NoiseFn = Callable[..., torch.Tensor]
 
 
 def check_mask_ratio(mask_ratio: float) -> float:
-    """Masking needs at least one visible patch: the ratio must lie in [0, 1)."""
-    if not isinstance(mask_ratio, (int, float)) or not 0.0 <= float(mask_ratio) < 1.0:
-        raise ValueError(
-            f"mask_ratio must be a number in [0, 1), got {mask_ratio!r}: "
-            "0 shows the encoder every patch, 0.75 is the paper's default"
-        )
-    return float(mask_ratio)
+    """Masking needs at least one visible patch: the ratio must lie in [0, 1). Real numbers of any kind (numpy,
+    0-d tensors) are accepted; returns a Python float."""
+    ratio = as_real("mask_ratio", mask_ratio)
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mask_ratio must be a number in [0, 1), got {mask_ratio!r}: "
+                         "0 shows the encoder every patch, 0.75 is the paper's default")
+    return ratio
 
 
 def num_kept(num_patches: int, mask_ratio: float) -> int:

@@ -27,6 +27,22 @@ from timm.models.vision_transformer import Block
 from .masking import MASKING, check_mask_ratio, random_masking
 from .patches import check_image_size, mask_to_image, normalize_patches, patch_stats, patchify, unpatchify
 from .pos_embed import sincos_2d
+from .validate import as_image_batch, as_real, check_bool, check_int
+
+POOLS = {"cls": "cls", "token": "cls", "mean": "mean", "avg": "mean"}  # maelib's names, timm's names
+
+
+def check_pool(pool: str) -> str:
+    """One vector per image, two ways: "cls" (the cls token; timm's "token") or "mean" (global average pooling of
+    the patch tokens, then the final norm; timm's "avg"). Returns maelib's name."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be 'cls' (the cls token) or 'mean' (global average pooling; 'avg' and 'token' "
+                         f"are timm's names for the same two), got {pool!r}")
+    return POOLS[pool]
+
+
+SIZE_FIELDS = {"img_size": 1, "patch_size": 1, "in_chans": 1, "embed_dim": 1, "depth": 1, "num_heads": 1,
+               "decoder_embed_dim": 1, "decoder_depth": 0, "decoder_num_heads": 1}  # the smallest each may be
 
 
 @dataclass
@@ -51,8 +67,18 @@ class MAEConfig:
     encoder_mask_tokens: bool = False  # ablation: encoder sees mask tokens in place of removed patches
 
     def __post_init__(self) -> None:
+        # types and ranges first (a value read from a file's metadata may be text), each named with its fix
+        for name, minimum in SIZE_FIELDS.items():
+            setattr(self, name, check_int(name, getattr(self, name), minimum=minimum, where=" in the MAE config"))
+        for name in ("mlp_ratio", "norm_eps"):
+            value = as_real(name, getattr(self, name), where=" in the MAE config")
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value} (the paper's: mlp_ratio 4.0, norm_eps 1e-6)")
+            setattr(self, name, value)
+        for name in ("qkv_bias", "norm_pix_loss", "encoder_mask_tokens"):
+            setattr(self, name, check_bool(name, getattr(self, name), where=" in the MAE config"))
         check_image_size(self.img_size, self.patch_size)
-        check_mask_ratio(self.mask_ratio)
+        self.mask_ratio = check_mask_ratio(self.mask_ratio)
         if self.norm_pix_loss and self.patch_size**2 * self.in_chans < 2:
             raise ValueError("norm_pix_loss normalises each patch by its own std, which one pixel of one channel does "
                              "not have: use patch_size >= 2 or norm_pix_loss=False")
@@ -171,8 +197,11 @@ class MaskedAutoencoder(nn.Module):
         return names + ["mask_token"] if self.config.encoder_mask_tokens else names
 
     # ------------------------------------------------------------------ helpers
-    def check_images(self, imgs: torch.Tensor) -> None:
+    def check_images(self, imgs: torch.Tensor) -> torch.Tensor:
+        """The images as the model takes them (a float tensor of the weights' dtype; numpy arrays and float64
+        converted), or an error that names what does not fit and how to fix it."""
         c = self.config
+        imgs = as_image_batch(imgs, self.cls_token.dtype)
         if imgs.ndim != 4:
             raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(imgs.shape)}")
         if imgs.shape[1] != c.in_chans:
@@ -185,6 +214,7 @@ class MaskedAutoencoder(nn.Module):
                 f"images are {imgs.shape[2]}x{imgs.shape[3]} but the model expects {c.img_size}x{c.img_size}: "
                 f"resize them, or build/load the model with img_size={imgs.shape[2]} (position embeddings are resized)"
             )
+        return imgs
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """imgs: (N, C, H, W) -> (N, L, p*p*C)"""
@@ -200,13 +230,21 @@ class MaskedAutoencoder(nn.Module):
         """Per-patch noise from the configured masking strategy; lowest noise is kept. -> (N, L)"""
         return MASKING[self.config.masking](batch, self.config.grid_size, mask_ratio, device=device, generator=generator)
 
-    def _blocks_and_norm(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepend the cls token and run the encoder blocks. x: (N, T, D) -> (N, 1+T, D)"""
+    def noise_draw(self, mask_ratio: float):
+        """`make_noise` as draw(rows, generator) -> (rows, L) on the CPU, for the keyed helpers of `maelib.rng`."""
+        return lambda rows, generator: self.make_noise(rows, mask_ratio, generator=generator)
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepend the cls token and run the encoder blocks (no final norm). x: (N, T, D) -> (N, 1+T, D)"""
         cls_tokens = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)  # (N, 1, D)
         x = torch.cat([cls_tokens, x], dim=1)
         for blk in self.blocks:
             x = blk(x)
-        return self.norm(x)
+        return x
+
+    def _blocks_and_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder blocks, then the final LayerNorm on every token. x: (N, T, D) -> (N, 1+T, D)"""
+        return self.norm(self._blocks(x))
 
     # ------------------------------------------------------------------ the MAE
     def forward_encoder(
@@ -263,26 +301,31 @@ class MaskedAutoencoder(nn.Module):
         mask_ratio defaults to the config's (0.75); `noise` (N, L) fixes the mask (lowest noise kept).
         """
         mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
-        self.check_images(imgs)
+        imgs = self.check_images(imgs)
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
         pred = self.forward_decoder(latent, ids_restore)
         loss = self.forward_loss(imgs, pred, mask)
         return loss, pred, mask
 
     # ------------------------------------------------------------------ for teaching and analysis
-    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
-        """Encoder on the whole image, no masking, patches in order. imgs -> (N, 1+L, D), cls token first."""
-        self.check_images(imgs)
-        return self._blocks_and_norm(self.patch_embed(imgs) + self.pos_embed[:, 1:])
+    def forward_features(self, imgs: torch.Tensor, norm: bool = True) -> torch.Tensor:
+        """Encoder on the whole image, no masking, patches in order. imgs -> (N, 1+L, D), cls token first.
+        norm=False returns the last block's outputs before the final LayerNorm (what global pooling averages)."""
+        imgs = self.check_images(imgs)
+        tokens = self._blocks(self.patch_embed(imgs) + self.pos_embed[:, 1:])  # (N, 1+L, D)
+        return self.norm(tokens) if norm else tokens
 
     def features(self, imgs: torch.Tensor, pool: str = "cls") -> torch.Tensor:
-        """One vector per image from the unmasked encoder: pool="cls" (paper's probe) or "mean" of patches. -> (N, D)"""
-        tokens = self.forward_features(imgs)
-        if pool == "cls":
-            return tokens[:, 0]
-        if pool == "mean":
-            return tokens[:, 1:].mean(dim=1)
-        raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        """One vector per image from the unmasked encoder. -> (N, D)
+
+        pool="cls": the normed cls token (the paper's linear probe; timm's global_pool="token").
+        pool="mean" (or "avg"): the final LayerNorm of the average of the patch tokens, the paper's global pooling
+        for fine-tuning: the same vector as `to_timm_vit(model, global_pool="avg")` feeds its head.
+        """
+        tokens = self.forward_features(imgs, norm=False)  # (N, 1+L, D)
+        if check_pool(pool) == "cls":
+            return self.norm(tokens[:, 0])  # LayerNorm acts per token: the same as norming all, then taking one
+        return self.norm(tokens[:, 1:].mean(dim=1))  # average the patches, then normalise
 
     def pred_to_images(self, pred: torch.Tensor, imgs: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions (N, L, p*p*C) -> images (N, C, H, W), in the same pixel space as `imgs`.

@@ -34,7 +34,8 @@ from .masking import check_mask_ratio
 from .model import MaskedAutoencoder
 from .optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine_scheduler, warmup_steps, weight_decay_groups
 from .registry import create_model
-from .rng import MASK, STEP, BatchKey, fixed_noise
+from .rng import STEP, BatchKey, batch_noise, fixed_noise
+from .validate import check_loss
 
 
 class ScheduledModule(L.LightningModule):
@@ -58,15 +59,17 @@ class ScheduledModule(L.LightningModule):
         return warmup_cosine_scheduler(optimizer, warmup_steps(warmup_epochs, steps_per_epoch, total), int(total),
                                        min_lr_ratio)
 
-    def checked_loss(self, loss: torch.Tensor) -> torch.Tensor:
+    def checked_loss(self, loss: torch.Tensor, inputs: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """The step's loss averaged over processes (what is logged), after stopping every process at once when it is
         NaN or inf on any of them: a NaN on one rank makes the mean NaN on all, so all raise in the same step
-        instead of the healthy ones waiting in the next all-reduce for the process group's 30-minute timeout."""
+        instead of the healthy ones waiting in the next all-reduce for the process group's 30-minute timeout.
+        The message says whether this batch's `inputs` hold non-finite values (then the data are at fault)."""
         world = self._trainer.world_size if self._trainer is not None else 1
         mean = loss.detach().clone()  # the all-reduce is in place: not on the tensor that backward uses
         if world > 1:
             mean = self.trainer.strategy.reduce(mean, reduce_op="mean")
-        check_loss(mean, self.global_step, world)
+        epoch = self._trainer.current_epoch if self._trainer is not None else 0
+        check_loss(mean, self.global_step, world, inputs=inputs, batch=f"batch {batch_idx} of epoch {epoch}")
         return mean
 
     def log_lr(self) -> None:
@@ -85,17 +88,6 @@ class ScheduledModule(L.LightningModule):
     def attached_datamodule(self):
         """The trainer's datamodule, or None."""
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-
-
-def check_loss(loss: torch.Tensor, step: int, processes: int = 1) -> None:
-    """Stop at once on a NaN or inf loss, before it reaches the weights (and so any later checkpoint). `loss` is
-    the mean over `processes` when there are several."""
-    if not torch.isfinite(loss):
-        where = f" on at least one of the {processes} processes" if processes > 1 else ""
-        raise FloatingPointError(
-            f"the loss became {loss.item()} at step {step}{where}: training stopped and the last checkpoint is kept. "
-            "Lower the learning rate, add gradient clipping (--trainer.gradient_clip_val 1.0) or check the data."
-        )
 
 
 COMPILE_MIN_PARAMS = 50_000_000  # MAE ViT-B/16 has 112M; the teaching presets 1-6M
@@ -142,26 +134,19 @@ class MAEPretrainModule(ScheduledModule):
         if stage == "fit" and wanted and self.model._compiled_call_impl is None:
             self.model.compile()  # in place: parameter names, checkpoints and exports stay as they are
 
-    def masking_noise(self, imgs: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
-        """Per-patch noise (N, L) for this training batch, from its key: the noise of the whole global batch is
-        drawn and this process's rows kept, so 1 or N processes mask image i of batch t alike. None (the model
-        draws from the global RNG) when the batches carry no key."""
-        key = self.batch_key(batch_idx)
-        if key is None:
-            return None
-        if key.batch_size != imgs.shape[0]:
-            raise RuntimeError(f"batch {batch_idx} has {imgs.shape[0]} images but its sampler makes batches of "
-                               f"{key.batch_size}")
-        ratio = self.model.config.mask_ratio if self.hparams.mask_ratio is None else self.hparams.mask_ratio
-        noise = self.model.make_noise(key.global_size, ratio, generator=key.generator(MASK))
-        return noise[key.rows].to(imgs.device)
+    @property
+    def mask_ratio(self) -> float:
+        """The training mask ratio: this module's `mask_ratio`, else the model config's."""
+        return self.model.config.mask_ratio if self.hparams.mask_ratio is None else self.hparams.mask_ratio
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
-        noise = self.masking_noise(imgs, batch_idx)
-        loss, _, _ = self.model(imgs, mask_ratio=self.hparams.mask_ratio, noise=noise)
+        # masks keyed by the batch (maelib.rng.batch_noise); without keys the model draws from the global RNG
+        key = self.batch_key(batch_idx)
+        noise = None if key is None else batch_noise(key, len(imgs), self.model.noise_draw(self.mask_ratio))
+        loss, _, _ = self.model(imgs, mask_ratio=self.mask_ratio, noise=None if noise is None else noise.to(imgs.device))
         # averaged over processes: with DDP the logged curve is the global batch's loss, as on one process
-        self.log("train/loss", self.checked_loss(loss), prog_bar=True)
+        self.log("train/loss", self.checked_loss(loss, imgs, batch_idx), prog_bar=True)
         self.log_lr()
         return loss
 
@@ -170,10 +155,9 @@ class MAEPretrainModule(ScheduledModule):
         # The same mask for validation image i every epoch, whatever the batch size or number of processes, so
         # validation losses are comparable across epochs and runs; drawn with the model's own masking strategy.
         per_batch = getattr(self.trainer.val_dataloaders, "batch_size", None) or imgs.shape[0]
-        ratio = self.model.config.mask_ratio if self.hparams.mask_ratio is None else self.hparams.mask_ratio
-        noise = fixed_noise(batch_idx * per_batch, imgs.shape[0], self.model.config.num_patches,
-                            draw=lambda rows, g: self.model.make_noise(rows, ratio, generator=g)).to(imgs.device)
-        loss, _, _ = self.model(imgs, mask_ratio=self.hparams.mask_ratio, noise=noise)
+        noise = fixed_noise(batch_idx * per_batch, len(imgs), self.model.config.num_patches,
+                            draw=self.model.noise_draw(self.mask_ratio))
+        loss, _, _ = self.model(imgs, mask_ratio=self.mask_ratio, noise=noise.to(imgs.device))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
@@ -214,10 +198,16 @@ class ClassifierModule(ScheduledModule):
         """Raise before training if the dataset's classes or labels do not fit the head."""
         num_classes = self.hparams.num_classes
         data_classes = getattr(datamodule, "num_classes", None)
+        if (data_classes is not None and data_classes < 2) or num_classes < 2:
+            few = data_classes is not None and data_classes < 2
+            raise ValueError(
+                f"{f'the dataset has {data_classes}' if few else f'num_classes={num_classes}: the head has {num_classes}'}"
+                " class: classification needs 2 or more (with one, every answer is right and an accuracy of 1.0 means "
+                "nothing). An image folder needs one sub-folder per class: root/<class>/<image>")
         if data_classes is not None and data_classes != num_classes:
             raise ValueError(
-                f"the head has num_classes={num_classes} outputs but the dataset has {data_classes} classes: set "
-                f"--model.num_classes {data_classes} ({type(self).__name__}(num_classes={data_classes})), or use a "
+                f"the head has num_classes={num_classes} outputs but the dataset has {data_classes} classes: build "
+                f"{type(self).__name__}(num_classes={data_classes}) (the CLI sizes the head to the data), or use a "
                 f"dataset with {num_classes} classes")
         labels = train_labels(datamodule)
         if stage == "fit" and labels is not None and len(labels):
@@ -229,7 +219,7 @@ class ClassifierModule(ScheduledModule):
             if high >= num_classes:
                 raise ValueError(
                     f"the training labels go up to {high} but the head has num_classes={num_classes} outputs (labels "
-                    f"0..{num_classes - 1}): set --model.num_classes {high + 1} or fix the labels")
+                    f"0..{num_classes - 1}): build it with num_classes={high + 1}, or fix the labels")
 
     def reseed_step(self, batch_idx: int) -> None:
         """Reseed torch's and numpy's global RNGs from the batch key (drop path, mixup/cutmix), so this step's
@@ -248,7 +238,7 @@ class ClassifierModule(ScheduledModule):
             loss = torch.sum(-soft * F.log_softmax(self(x), dim=-1), dim=-1).mean()
         else:
             loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
-        self.log("train/loss", self.checked_loss(loss), prog_bar=True)  # the mean over processes
+        self.log("train/loss", self.checked_loss(loss, x, batch_idx), prog_bar=True)  # the mean over processes
         self.log_lr()
         return loss
 

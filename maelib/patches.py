@@ -11,6 +11,12 @@ import torch
 
 def check_image_size(img_size: int, patch_size: int) -> int:
     """Return the number of patches per side; raise a clear error when the size does not tile."""
+    if patch_size > img_size:
+        divisors = [d for d in range(2, img_size + 1) if img_size % d == 0 and d <= img_size // 2] or [img_size]
+        raise ValueError(
+            f"patch size {patch_size} is larger than the {img_size}-pixel image: a patch must fit inside it. Use a "
+            f"patch size that divides {img_size} (e.g. {', '.join(map(str, divisors[:4]))}), or images of at least "
+            f"{patch_size} pixels (a multiple of it)")
     if img_size % patch_size != 0:
         raise ValueError(
             f"image side {img_size} is not a multiple of the patch size {patch_size}: "

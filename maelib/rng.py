@@ -71,19 +71,48 @@ class BatchKey:
         return torch.Generator().manual_seed(self.seed_for(stream))
 
 
+# ------------------------------------------------------------------ keyed masking noise
+# Masking noise (N, L) is a score per patch, the lowest kept (maelib.masking). A *draw* makes it from a
+# generator: draw(rows, generator) -> (rows, L), uniform for random masking or `model.noise_draw(mask_ratio)` for
+# the model's own strategy. The helpers below differ only in what the generator is keyed by:
+#     seeded_noise(model, n, ratio, seed)    one seed: a figure, a notebook cell
+#     fixed_noise(start, n, L, draw=...)     the image's index: validation and evaluation, any batch size
+#     batch_noise(key, n, draw)              the training batch (seed, epoch, global batch): resume and DDP
+
+NoiseDraw = Callable[[int, torch.Generator], torch.Tensor]
+
+
+def uniform_draw(num_patches: int) -> NoiseDraw:
+    """Random masking's draw: uniform noise for `num_patches` patches."""
+    return lambda rows, generator: torch.rand(rows, num_patches, generator=generator)
+
+
+def seeded_noise(model, batch: int, mask_ratio: float, seed: int) -> torch.Tensor:
+    """Noise from the model's masking strategy and one seed, on the model's device. -> (N, L), lowest kept.
+    With random masking, the same seed at a higher ratio hides a superset of the patches (masks nest)."""
+    device = next(model.parameters()).device
+    return model.make_noise(batch, mask_ratio, device=device, generator=torch.Generator().manual_seed(seed))
+
+
 def fixed_noise(start: int, n: int, num_patches: int, seed: int = 0, chunk: int = 256,
-                draw: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> torch.Tensor:
+                draw: NoiseDraw | None = None) -> torch.Tensor:
     """Rows start..start+n of an endless table of masking noise (rows, num_patches), the same for every call:
     row i is image i's, whatever the batch size or the number of processes. Drawn in keyed chunks of `chunk`
-    rows, so a batch costs at most a chunk more than its own rows. draw(rows, generator) -> (rows, num_patches)
-    draws one chunk: uniform noise (random masking) by default, a model's own strategy with
-    `lambda rows, g: model.make_noise(rows, ratio, generator=g)`. -> (n, num_patches)"""
+    rows, so a batch costs at most a chunk more than its own rows. `draw` makes one chunk: uniform noise (random
+    masking) by default, the model's strategy with `model.noise_draw(mask_ratio)`. -> (n, num_patches)"""
     if n <= 0:
         return torch.empty(0, num_patches)
-    if draw is None:
-        def draw(rows: int, generator: torch.Generator) -> torch.Tensor:
-            return torch.rand(rows, num_patches, generator=generator)
+    draw = draw or uniform_draw(num_patches)
     first, last = start // chunk, (start + n - 1) // chunk
     table = torch.cat([draw(chunk, keyed_generator(seed, c, num_patches, FIXED)).cpu() for c in range(first, last + 1)])
     offset = start - first * chunk
     return table[offset : offset + n]
+
+
+def batch_noise(key: BatchKey, n: int, draw: NoiseDraw) -> torch.Tensor:
+    """This process's rows of the masking noise of training batch `key`: the whole global batch is drawn from the
+    key's MASK generator and rows `key.rows` kept, so 1 or N processes mask image i of batch t alike. -> (n, L)"""
+    if n != key.batch_size:
+        raise RuntimeError(f"a training batch of {n} images, but its sampler makes batches of {key.batch_size}: "
+                           "the masks are keyed by the sampler's batches, so feed the module the sampler's batches")
+    return draw(key.global_size, key.generator(MASK))[key.rows]

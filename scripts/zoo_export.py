@@ -1,6 +1,7 @@
 """Measure a model trained by `scripts/zoo_train.sh NAME` and ship it: weights and card into maelib/weights/.
 
     python scripts/zoo_export.py NAME [--skip-probes]
+    python scripts/zoo_export.py NAME --remeasure mean   # a shipped card's frozen-feature metrics of one pooling
     python scripts/zoo_export.py --table          # the README's table of the shipped cards
 
 Weights are measured as shipped: a file over 9.5 MB is stored in float16 (and upcast on load). The card records the recipe, the training wall time (runs/zoo/NAME/wall_seconds.txt), this machine, today's date
@@ -29,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import maelib  # noqa: E402
 from maelib.data import STATS  # noqa: E402
-from maelib.measure import (classifier_accuracy, fmnist_test_images, knn_check, photo_test_crops,  # noqa: E402
-                            reconstruction_check)
+from maelib.measure import classifier_accuracy, fmnist_test_images, knn_check, photo_test_crops, reconstruction_check  # noqa: E402
 from maelib.zoo import WEIGHTS_DIR, ModelCard  # noqa: E402
 
 MAELIB = str(ROOT / ".venv" / "bin" / "maelib")
@@ -62,16 +62,19 @@ def cli(run: str, *args: str) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def frozen_feature_metrics(name: str, mae: Path, arch: str, probes: bool, baselines: bool) -> dict:
+def frozen_feature_metrics(name: str, mae: Path, arch: str, probes: bool, baselines: bool,
+                           pools: tuple[str, ...] = ("mean", "cls")) -> dict:
     """k-NN (and linear probes) of the MAE, and with `baselines` of the same architecture at random init and of
-    the raw pixels."""
+    the raw pixels (measured with the "mean" pools)."""
     sources = {"mae": ["--data.checkpoint", str(mae)], "random": ["--data.arch", arch],
                "pixels": ["--data.arch", arch, "--data.pixels", "true"]}
     if not baselines:
         sources = {"mae": sources["mae"]}
     metrics = {}
     for who, src in sources.items():
-        for pool in (("mean",) if who == "pixels" else ("mean", "cls")):
+        for pool in (("mean",) if who == "pixels" else pools):
+            if who == "pixels" and "mean" not in pools:
+                continue
             tag = f"{who}_{pool}" if who != "pixels" else "pixels"
             metrics[f"knn_{tag}"] = cli(f"{name}/knn_{tag}", "knn", *src, "--data.pool", pool)["knn/acc"]
             if probes:
@@ -137,6 +140,29 @@ def export(name: str, probes: bool) -> ModelCard:
     return card
 
 
+def remeasure(name: str, pool: str) -> ModelCard:
+    """Measure a shipped card's frozen-feature metrics of one pooling again on the shipped weights (after a change
+    to what that pooling computes), and its quick check if it uses that pooling; the rest of the card stays."""
+    card = maelib.pretrained_card(name)
+    dst = WEIGHTS_DIR / card.file
+    normpix = card.target == "norm_pix"
+    metrics = frozen_feature_metrics(name, dst, card.arch, probes=normpix, baselines=normpix, pools=(pool,))
+    metrics.pop("knn_pixels", None), metrics.pop("linprobe_pixels", None)  # no pooling: unchanged
+    d = card.to_dict()
+    d["metrics"] = {**d["metrics"], **metrics}
+    if d["check"].get("what") == "knn" and d["check"].get("pool") == pool:
+        d["check"]["value"] = knn_check(str(dst), pool=pool, bank=d["check"]["bank"], test=d["check"]["test"])
+    d["notes"] = d["notes"].rstrip(". ") + "." + (f" The {pool}-pooled metrics{' and the check' if d['check'].get('pool') == pool else ''} were "
+                   f"measured again on {datetime.date.today().isoformat()} ({machine()}) by `python "
+                   f"scripts/zoo_export.py {name} --remeasure {pool}`, after '{pool}' became the final LayerNorm of "
+                   "the average of the patch tokens (the paper's global pooling) instead of the average of the "
+                   "normed tokens.")
+    card = ModelCard.from_dict(d)
+    (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
+    return card
+
+
 def table() -> str:
     """A markdown row per shipped model: what it is for and its headline numbers beside their baselines."""
     rows = ["| model | for | training (2-core CPU) | measured (test images the model never saw) |", "|---|---|---|---|"]
@@ -168,9 +194,12 @@ if __name__ == "__main__":
     parser.add_argument("name", nargs="?")
     parser.add_argument("--skip-probes", action="store_true", help="k-NN only (the probes take ~10 minutes)")
     parser.add_argument("--table", action="store_true", help="print the README table of the shipped cards")
+    parser.add_argument("--remeasure", choices=("mean", "cls"), help="re-measure a shipped card's metrics of one pooling")
     args = parser.parse_args()
     if args.table:
         print(table())
+    elif args.name and args.remeasure:
+        remeasure(args.name, args.remeasure)
     elif args.name:
         export(args.name, probes=not args.skip_probes)
     else:

@@ -113,6 +113,7 @@ def test_timm_export_gives_the_same_encoder_features(pool):
             expected = ours.norm(raw[:, 1:].mean(1))
             assert torch.allclose(ours.norm(raw), tokens, atol=TOL)
             assert (pooled - expected).abs().max() <= TOL
+        assert (pooled - ours.features(imgs, pool=pool)).abs().max() <= TOL  # one meaning for each pooling name
 
 
 def test_timm_export_with_head_and_new_size():

@@ -148,8 +148,14 @@ def test_features_and_pooling(tiny):
     tokens = tiny.forward_features(imgs)
     assert tokens.shape == (2, 50, 128)
     assert torch.equal(tiny.features(imgs, "cls"), tokens[:, 0])
-    assert torch.allclose(tiny.features(imgs, "mean"), tokens[:, 1:].mean(1))
-    with pytest.raises(ValueError, match="pool"):
+    raw = tiny.forward_features(imgs, norm=False)  # the last block's outputs, before the final LayerNorm
+    assert torch.equal(tiny.norm(raw), tokens)
+    # "mean" is global average pooling as the paper's fine-tuning computes it: average, then LayerNorm
+    assert torch.allclose(tiny.features(imgs, "mean"), tiny.norm(raw[:, 1:].mean(1)))
+    assert not torch.allclose(tiny.features(imgs, "mean"), tokens[:, 1:].mean(1), atol=1e-3)
+    assert torch.equal(tiny.features(imgs, "avg"), tiny.features(imgs, "mean"))  # timm's names mean the same
+    assert torch.equal(tiny.features(imgs, "token"), tiny.features(imgs, "cls"))
+    with pytest.raises(ValueError, match="pool must be 'cls'.*'mean'.*got 'max'"):
         tiny.features(imgs, "max")
 
 

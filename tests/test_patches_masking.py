@@ -66,9 +66,11 @@ def test_lowest_noise_is_kept_and_same_noise_same_mask():
 
 
 def test_mask_ratio_checked():
-    for bad in (1.0, 1.5, -0.1, "0.75"):
+    for bad in (1.0, 1.5, -0.1):
         with pytest.raises(ValueError, match=r"mask_ratio must be a number in \[0, 1\)"):
             check_mask_ratio(bad)
+    with pytest.raises(TypeError, match="mask_ratio must be a number, got '0.75' \\(str\\): write mask_ratio=0.75"):
+        check_mask_ratio("0.75")
 
 
 @pytest.mark.parametrize("name", sorted(MASKING))

@@ -41,6 +41,7 @@ from maelib.masking import MASKING, check_mask_ratio, num_kept, random_masking
 from maelib.model import MAEConfig, MaskedAutoencoder
 from maelib.modules import FineTuneModule, LinearProbeModule, MAEPretrainModule
 from maelib.patches import patchify, unpatchify
+from maelib.rng import batch_noise
 
 TINY = "{depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"
 STEPS = 16  # 2 epochs of 512 images in global batches of 64
@@ -376,12 +377,11 @@ def test_augmentation_does_not_depend_on_processes_or_workers():
 @pytest.mark.parametrize("masking", sorted(MASKING))
 def test_masks_do_not_depend_on_processes(masking):
     module = MAEPretrainModule(arch_overrides={"depth": 1, "masking": masking})
-    imgs = torch.zeros(8, 1, 28, 28)
 
     def noise(batch_size, rank, world):
         sampler = ResumableBatchSampler(64, batch_size, seed=0, rank=rank, world_size=world)
         module._trainer = SimpleNamespace(train_dataloader=SimpleNamespace(batch_sampler=sampler), current_epoch=1)
-        return module.masking_noise(imgs[:batch_size], batch_idx=2)
+        return batch_noise(module.batch_key(2), batch_size, module.model.noise_draw(module.mask_ratio))
 
     whole = noise(8, 0, 1)
     assert whole.shape == (8, 49)
@@ -440,8 +440,8 @@ def test_data_that_does_not_fit_the_model_fails_at_setup_naming_both(fake_root, 
 
 
 def test_heads_that_do_not_fit_the_classes_fail_at_setup(fake_root, tmp_path):
-    with pytest.raises(ValueError, match="num_classes=12 outputs but the dataset has 10 classes: set "
-                                         "--model.num_classes 10"):
+    with pytest.raises(ValueError, match=r"num_classes=12 outputs but the dataset has 10 classes: build "
+                                         r"FineTuneModule\(num_classes=10\)"):
         fit_setup(FineTuneModule(arch="mae_vit_mini_patch4_28", arch_overrides={"depth": 1}, num_classes=12),
                   MAEDataModule(root=fake_root, batch_size=8), tmp_path)
 

@@ -241,7 +241,7 @@ def test_validation_masks_follow_the_models_masking_strategy(masking):
         trainer.validate(module, DataLoader(TensorDataset(imgs), batch_size=batch), verbose=False)
         losses[batch] = trainer.callback_metrics["val/loss"].item()
     model = module.model
-    noise = fixed_noise(0, 12, 49, draw=lambda rows, g: model.make_noise(rows, 0.75, generator=g))
+    noise = fixed_noise(0, 12, 49, draw=model.noise_draw(0.75))
     with torch.no_grad():
         expected, _, mask = model(imgs, mask_ratio=0.75, noise=noise)
         uniform, _, _ = model(imgs, mask_ratio=0.75, noise=fixed_noise(0, 12, 49))

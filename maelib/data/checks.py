@@ -29,6 +29,8 @@ def check_input_fits(img_size: int, in_chans: int, datamodule, model_fix: str) -
 
 def train_labels(datamodule) -> torch.Tensor | None:
     """The labels of a datamodule's training set (MAEDataModule, FeatureDataModule), or None if unknown."""
+    if getattr(datamodule, "on_the_fly", False):  # FeatureDataModule(augment="mae"): its image datamodule's
+        return train_labels(datamodule.images)
     ds = getattr(datamodule, "train_set", None)
     if isinstance(ds, TensorImageDataset):
         return ds.labels

@@ -255,8 +255,9 @@ class MAEDataModule(L.LightningDataModule):
 
     @property
     def has_class_labels(self) -> bool:
-        """False for "photos", whose labels only name the photo: no k-NN or probe can be scored on them."""
-        return self.hparams.dataset != "photos"
+        """False for "photos", whose labels only name the photo, and for data of a single class: no k-NN or probe
+        can be scored on them (with one class every answer is right)."""
+        return self.hparams.dataset != "photos" and self.num_classes >= 2
 
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         h = self.hparams

@@ -169,7 +169,7 @@ class ImageFileDataset(Dataset):
         """The image at `path` in this dataset's mode, or None (counted, with a warning) if it cannot be read."""
         try:
             with Image.open(path) as im:
-                return im.convert(self.mode)
+                return to_8bit(im, self.mode)
         except (OSError, SyntaxError, ValueError) as e:  # what PIL raises for broken or truncated files
             if path not in self.skipped:
                 self.skipped.append(path)
@@ -197,6 +197,24 @@ class ImageFileDataset(Dataset):
                 out.append(self[i])
         return out
 
+
+
+def to_8bit(im: Image.Image, mode: str) -> Image.Image:
+    """A PIL image in `mode` ("L" or "RGB", 8 bits per channel), with high-bit-depth images scaled, not clipped
+    (PIL's own `convert` clips them: a 16-bit 0..65535 ramp would come out almost all white):
+    - 16-bit ("I;16*") and 32-bit integer ("I") images: by the range of their type, 0..65535 (what a 16-bit PNG
+      holds when PIL opens it as "I"), or 0..2**31 - 1 when larger values occur; negative values become 0;
+    - float ("F") images: [0, 1] to 0..255 (values outside are clipped), or by their maximum when it is above 1.
+    Everything else goes through `convert` (palette, CMYK, alpha...)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        x = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            top = max(1.0, float(x.max())) if x.size else 1.0
+        else:
+            top = 65535.0 if im.mode.startswith("I;16") or x.max(initial=0) <= 65535 else float(2**31 - 1)
+        grey = np.clip(np.rint(x / top * 255.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(grey, mode="L")
+    return im.convert(mode)  # a loaded copy even in the same mode: the caller closes the file
 
 
 IN_MEMORY_MAX_FILES = 50_000  # above this, a folder is read from disk (reading every header would take long)
@@ -240,7 +258,7 @@ def decode_images(samples: Sequence[tuple[str, int]], in_chans: int) -> tuple[to
     for path, label in samples:
         try:
             with Image.open(path) as im:
-                arrays.append(np.asarray(im.convert(mode)))
+                arrays.append(np.asarray(to_8bit(im, mode)))
             labels.append(label)
         except (OSError, SyntaxError, ValueError):
             skipped.append(path)
