@@ -1,8 +1,9 @@
-"""`maelib pretrain | linprobe | knn | finetune | ablate`: one entry point, Lightning's CLI underneath.
+"""`maelib pretrain | linprobe | knn | finetune | ablate | presets | notebooks`: Lightning's CLI underneath.
 
 Every setting comes from the classes' signatures and can be given as a flag or in a YAML file:
 
     maelib pretrain --config configs/pretrain_fmnist.yaml --trainer.max_epochs 3
+    maelib pretrain --config fmnist    # the same preset by name (maelib presets lists them), after pip install too
     maelib linprobe --data.checkpoint runs/pretrain/model.safetensors
     maelib knn --data.checkpoint runs/pretrain/model.safetensors --k 20
     maelib finetune --model.checkpoint runs/pretrain/model.safetensors --trainer.max_epochs 5
@@ -61,6 +62,7 @@ from .data import MAEDataModule
 from .evaluate import FeatureDataModule, knn_accuracy
 from .model import MAEConfig
 from .modules import FineTuneModule, LinearProbeModule, MAEPretrainModule
+from .presets import notebooks_command, presets_command, resolve_config_args
 from .registry import model_config
 
 
@@ -363,7 +365,8 @@ Rerunning the same command resumes: settings with results are skipped.""",
     return summary
 
 
-COMMANDS = {"pretrain": pretrain, "linprobe": linprobe, "knn": knn, "finetune": finetune, "ablate": ablate}
+COMMANDS = {"pretrain": pretrain, "linprobe": linprobe, "knn": knn, "finetune": finetune, "ablate": ablate,
+            "presets": presets_command, "notebooks": notebooks_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: maelib {{{','.join(COMMANDS)}}} [--help] [options]\n\n{__doc__}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    COMMANDS[argv[0]](argv[1:])
+    COMMANDS[argv[0]](resolve_config_args(argv[0], argv[1:]))  # --config fmnist: a preset by name
     return 0
 
 

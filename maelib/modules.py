@@ -28,7 +28,7 @@ from torchmetrics import MeanMetric
 from .checkpoint import load_model
 from .convert import to_timm_vit
 from .data import ResumableBatchSampler
-from .data.checks import check_input_fits, data_hparam, train_labels
+from .data.checks import check_classes_fit, check_input_fits, data_hparam, train_labels
 from .evaluate import linear_probe_head
 from .masking import check_mask_ratio
 from .model import MaskedAutoencoder
@@ -196,30 +196,7 @@ class ClassifierModule(ScheduledModule):
 
     def check_data(self, datamodule, stage: str) -> None:
         """Raise before training if the dataset's classes or labels do not fit the head."""
-        num_classes = self.hparams.num_classes
-        data_classes = getattr(datamodule, "num_classes", None)
-        if (data_classes is not None and data_classes < 2) or num_classes < 2:
-            few = data_classes is not None and data_classes < 2
-            raise ValueError(
-                f"{f'the dataset has {data_classes}' if few else f'num_classes={num_classes}: the head has {num_classes}'}"
-                " class: classification needs 2 or more (with one, every answer is right and an accuracy of 1.0 means "
-                "nothing). An image folder needs one sub-folder per class: root/<class>/<image>")
-        if data_classes is not None and data_classes != num_classes:
-            raise ValueError(
-                f"the head has num_classes={num_classes} outputs but the dataset has {data_classes} classes: build "
-                f"{type(self).__name__}(num_classes={data_classes}) (the CLI sizes the head to the data), or use a "
-                f"dataset with {num_classes} classes")
-        labels = train_labels(datamodule)
-        if stage == "fit" and labels is not None and len(labels):
-            low, high = int(labels.min()), int(labels.max())
-            if low < 0:
-                raise ValueError(
-                    f"the training set holds unlabelled images (label {low}), e.g. STL-10's unlabeled split: "
-                    "classification needs labels: set --data.stl10_unlabeled false")
-            if high >= num_classes:
-                raise ValueError(
-                    f"the training labels go up to {high} but the head has num_classes={num_classes} outputs (labels "
-                    f"0..{num_classes - 1}): build it with num_classes={high + 1}, or fix the labels")
+        check_classes_fit(datamodule, self.hparams.num_classes, type(self).__name__, labels=stage == "fit")
 
     def reseed_step(self, batch_idx: int) -> None:
         """Reseed torch's and numpy's global RNGs from the batch key (drop path, mixup/cutmix), so this step's

@@ -203,7 +203,7 @@ def test_pyproject_metadata():
     project = data["project"]
     assert project["name"] == "maelib"
     assert lower_bound(SpecifierSet(project["requires-python"])) == Version("3.10")
-    assert project["scripts"]["maelib"] == "maelib.cli:main"
+    assert project["scripts"]["maelib"] == "maelib.cli:console"  # main, with errors printed as messages
 
     init = (ROOT / "maelib" / "__init__.py").read_text()
     version = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', init, re.M)

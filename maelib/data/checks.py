@@ -40,3 +40,29 @@ def train_labels(datamodule) -> torch.Tensor | None:
     if isinstance(features, dict) and "train" in features:
         return features["train"][1]
     return None
+
+
+def check_classes_fit(datamodule, num_classes: int, module: str, labels: bool = True) -> None:
+    """Raise if a classifier with `num_classes` outputs (of class `module`) does not fit the datamodule's classes,
+    or, with `labels`, its training labels: one class, another number of classes, unlabelled or too large labels."""
+    data_classes = getattr(datamodule, "num_classes", None)
+    if (data_classes is not None and data_classes < 2) or num_classes < 2:
+        few = data_classes is not None and data_classes < 2
+        raise ValueError(
+            f"{f'the dataset has {data_classes}' if few else f'num_classes={num_classes}: the head has {num_classes}'}"
+            " class: classification needs 2 or more (with one, every answer is right and an accuracy of 1.0 means "
+            "nothing). An image folder needs one sub-folder per class: root/<class>/<image>")
+    if data_classes is not None and data_classes != num_classes:
+        raise ValueError(
+            f"the head has num_classes={num_classes} outputs but the dataset has {data_classes} classes: build "
+            f"{module}(num_classes={data_classes}) (the CLI sizes the head to the data), or use a dataset with "
+            f"{num_classes} classes")
+    found = train_labels(datamodule) if labels else None
+    if found is not None and len(found):
+        low, high = int(found.min()), int(found.max())
+        if low < 0:
+            raise ValueError(f"the training set holds unlabelled images (label {low}), e.g. STL-10's unlabeled split: "
+                             "classification needs labels: set --data.stl10_unlabeled false")
+        if high >= num_classes:
+            raise ValueError(f"the training labels go up to {high} but the head has num_classes={num_classes} outputs "
+                             f"(labels 0..{num_classes - 1}): build it with num_classes={high + 1}, or fix the labels")

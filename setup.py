@@ -1,0 +1,28 @@
+"""Build step (everything else is in pyproject.toml): a wheel carries the YAML presets and the notebooks in
+maelib/_bundled/, so that `maelib pretrain --config fmnist` and `maelib notebooks DIR` work after `pip install`.
+The repository keeps one copy of each, in configs/ and notebooks/ (see maelib/presets.py)."""
+
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+BUNDLE = {"configs": ("*.yaml",), "notebooks": ("*.ipynb", "nbval_sanitize.cfg", "solutions/*.py", "sweeps/*.ipynb")}
+
+
+class BuildWithBundle(build_py):
+    def run(self):
+        super().run()
+        if self.editable_mode:  # an editable install reads the clone's folders directly
+            return
+        for folder, patterns in BUNDLE.items():
+            for pattern in patterns:
+                for src in sorted((ROOT / folder).glob(pattern)):
+                    dst = Path(self.build_lib) / "maelib" / "_bundled" / folder / src.relative_to(ROOT / folder)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+
+
+setup(cmdclass={"build_py": BuildWithBundle})
