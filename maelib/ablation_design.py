@@ -187,3 +187,63 @@ def run_preset(preset: str, out_dir: str, *, executor: str = "processes", worker
                    executor=executor, workers=workers, threads=threads, sweep_seconds=result.seconds,
                    skipped=result.skipped, settings=len(settings))
     return summary
+
+
+# ------------------------------------------------------------------ the `maelib ablate` command
+def ablate_command(args: list[str]) -> dict:
+    """`maelib ablate`: a preset's ablation sweep (maelib.ablation_design), on this machine or on SLURM."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from .checkpoint import atomic_write
+    from .stats import factor_table, format_table
+    from .sweep import EXECUTORS
+
+    parser = argparse.ArgumentParser(prog="maelib ablate", description=ablate_command.__doc__ + """
+
+    maelib ablate --preset quick                                   # 2 processes of 1 thread on 2 cores
+    maelib ablate --preset full --executor slurm --partition gpu --gpus 1 --workers 32 --time 60
+    maelib ablate --preset full --steps 20000 --batch_size 512     # a larger budget (GPUs)
+    maelib ablate --preset full --finetune_epochs 2                # also fine-tune every run (Table 1's "ft")
+Rerunning the same command resumes: settings with results are skipped.""",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--out", default=None, help="sweep directory (default runs/ablations/<preset>)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="processes")
+    parser.add_argument("--workers", type=int, default=2, help="runs at once (SLURM: array parallelism)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default cores / workers)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: the preset's, 3)")
+    parser.add_argument("--factors", nargs="*", choices=sorted(FACTORS), default=None, help="only these factors")
+    parser.add_argument("--notebook", default=None, help="run each setting as this papermill child notebook")
+    for name in ("steps", "batch_size", "train_images", "eval_train_images", "eval_test_images", "finetune_epochs",
+                 "finetune_images"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="override the preset's budget")
+    parser.add_argument("--base_lr", type=float, default=None)
+    parser.add_argument("--partition", default=None, help="SLURM partition")
+    parser.add_argument("--gpus", type=int, default=None, help="SLURM GPUs per job")
+    parser.add_argument("--cpus", type=int, default=None, help="SLURM CPUs per job")
+    parser.add_argument("--time", type=int, default=60, help="SLURM (and local job) time limit, minutes")
+    parser.add_argument("--export", default=None, help="also write the summary JSON here (e.g. benchmarks/results/)")
+    cfg = parser.parse_args(args)
+    names = ("steps", "batch_size", "train_images", "eval_train_images", "eval_test_images", "finetune_epochs",
+             "finetune_images", "base_lr")
+    budget = {k: getattr(cfg, k) for k in names if getattr(cfg, k) is not None}
+    slurm = {"timeout_min": cfg.time, **({"slurm_partition": cfg.partition} if cfg.partition else {}),
+             **({"gpus_per_node": cfg.gpus} if cfg.gpus is not None else {}),
+             **({"cpus_per_task": cfg.cpus} if cfg.cpus is not None else {})}
+    out = cfg.out or f"runs/ablations/{cfg.preset}"
+    summary = run_preset(cfg.preset, out, executor=cfg.executor, workers=cfg.workers, threads=cfg.threads,
+                         seeds=cfg.seeds, factors=cfg.factors, notebook=cfg.notebook, slurm=slurm, **budget)
+    summary["command"] = "maelib ablate " + " ".join(args)
+    print(format_table(factor_table(summary["rows"], ["knn_acc", "probe_acc", "val_loss"], summary["baseline"]),
+                       ["knn_acc", "probe_acc", "val_loss"]))
+    for claim in summary["claims"]:
+        print(f"{claim['metric']:9s} {claim['text']}: {claim['diff']:+.3f} ± {claim['se']:.3f} -> {claim['verdict']}")
+    if summary["unlearned"]:
+        print(f"runs that did not learn past predicting zero: {', '.join(summary['unlearned'])}")
+    for path in [Path(out) / "summary.json"] + ([Path(cfg.export)] if cfg.export else []):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str) + "\n"))
+        print(f"summary written to {path}")
+    return summary

@@ -140,7 +140,7 @@ class FeatureDataModule(L.LightningDataModule):
     pixels: use the raw normalised pixels as the features (`RawPixels`, sized like `arch`, or like the
         checkpoint's model): the other baseline, scored by the same k-NN and probe code.
     pool: "cls" (the paper's probe) or "mean" (global average pooling), as in `MaskedAutoencoder.features`.
-    The images come from an MAEDataModule sized to the encoder, with the eval transform (no augmentation);
+    The images come from an MAEDataModule sized to the encoder; with augment="none" all take its eval transform,
     training features come from the train split, val/test features from the test split.
     holdout: keep a seeded N of the training images out of training and validate on them instead of on the test
         split (val/acc), so that settings can be compared without looking at the test set. Cached features only

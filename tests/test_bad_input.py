@@ -301,3 +301,8 @@ def test_the_command_line_shows_the_message_not_a_traceback(tmp_path, monkeypatc
     monkeypatch.setenv("MAELIB_TRACEBACK", "1")
     with pytest.raises(ValueError, match="patch_size must be 1 or more"):
         console()
+
+
+def test_knn_refuses_augmented_features(tmp_path):
+    with pytest.raises(ValueError, match="maelib knn scores cached features of unaugmented images"):
+        main(["knn", "--data.arch", "mae_vit_mini_patch4_28", "--data.augment", "mae", "--run_dir", str(tmp_path)])
