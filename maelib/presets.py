@@ -15,6 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 BUNDLED = PACKAGE / "_bundled"  # what setup.py's build step copies into a wheel
 NOTEBOOK_FILES = ("*.ipynb", "nbval_sanitize.cfg", "solutions/*.py", "sweeps/*.ipynb")
+BUNDLED_FILES = {"configs": ("*.yaml",), "notebooks": NOTEBOOK_FILES}  # what a wheel carries (setup.py reads this)
 
 
 def resource_dir(name: str) -> Path:
@@ -28,7 +29,7 @@ def resource_dir(name: str) -> Path:
 
 def list_presets() -> dict[str, Path]:
     """Preset name (the file name without .yaml, e.g. "pretrain_fmnist") -> its file."""
-    return {p.stem: p for p in sorted(resource_dir("configs").glob("*.yaml"))}
+    return {p.stem: p for pattern in BUNDLED_FILES["configs"] for p in sorted(resource_dir("configs").glob(pattern))}
 
 
 def describe(path: Path) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from maelib.presets import NOTEBOOK_FILES
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "maelib", "configs", "notebooks")
 
@@ -87,8 +89,7 @@ def test_the_installed_package_lists_its_presets_and_copies_its_notebooks(instal
     assert "maelib linprobe --config vit_base" in out["presets"]["stdout"]
     copied = sorted(p.relative_to(tmp_path / "course").as_posix() for p in (tmp_path / "course").rglob("*")
                     if p.is_file())
-    repo = sorted(p.relative_to(ROOT / "notebooks").as_posix() for pattern in
-                  ("*.ipynb", "nbval_sanitize.cfg", "solutions/*.py", "sweeps/*.ipynb")
+    repo = sorted(p.relative_to(ROOT / "notebooks").as_posix() for pattern in NOTEBOOK_FILES
                   for p in (ROOT / "notebooks").glob(pattern))
     assert out["copy"]["rc"] == 0 and copied == repo and len(repo) > 16
     assert (tmp_path / "course" / "01_patches_and_masking.ipynb").read_bytes() == \
