@@ -151,4 +151,26 @@ def grid_noise(
     return noise.to(device)
 
 
+def chosen_noise(hidden: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """A mask chosen by hand, as (mask_ratio, noise) for `random_masking`: exactly the patches where `hidden`
+    (L,) or (N, L) is True are hidden. -> (ratio, noise (N, L))
+
+    Hidden patches get noise in [1, 2), visible ones [0, 1) in index order (deterministic). The ratio sits half a
+    patch below hidden / L, so `int(L * (1 - ratio))` keeps exactly the visible count (hidden / L itself can lose
+    one to rounding). At least one patch must stay visible; every row must hide the same number.
+    """
+    hidden = torch.as_tensor(hidden, dtype=torch.bool)
+    hidden = hidden[None] if hidden.ndim == 1 else hidden
+    counts = hidden.sum(1)
+    num_patches = hidden.shape[1]
+    if hidden.ndim != 2 or num_patches == 0 or not (counts == counts[0]).all():
+        raise ValueError(f"hidden must be (L,) or (N, L) booleans hiding the same number per row, got shape "
+                         f"{tuple(hidden.shape)} with counts {counts.tolist()}")
+    if int(counts[0]) >= num_patches:
+        raise ValueError(f"all {num_patches} patches are hidden: leave at least one visible for the encoder")
+    ratio = max(0.0, (int(counts[0]) - 0.5) / num_patches)
+    order = torch.arange(num_patches, dtype=torch.float32) / num_patches  # [0, 1): ties broken by index
+    return ratio, hidden.float() + order
+
+
 MASKING: dict[str, NoiseFn] = {"random": random_noise, "block": block_noise, "grid": grid_noise}

@@ -1,14 +1,16 @@
 """Notebook 1 in a real browser: JupyterLab served from the project's venv, driven by headless Chromium.
 
 What a learner does on Binder or a laptop, done by a robot: open the notebook, run all cells, look at the
-mask-ratio slider, drag it, and see the picture change. The checks:
+mask-ratio slider, drag it, and see the picture change; then click three patches of the click-to-mask widget
+(`maelib.mask_widget.MaskPainter`, an anywidget). The checks:
 
 - every code cell ran and none produced an error output (read from JupyterLab's own notebook model);
 - the slider and the picture widget render (ipywidgets' front end is installed and talks to the kernel);
 - dragging the slider with the mouse changes its readout and, after the kernel redraws, the displayed image
   (the image widget gets new PNG data, and screenshots taken before and after differ).
 
-Screenshots land in runs/browser/ (slider_before.png, slider_after.png, notebook.png) for people to look at.
+Screenshots land in runs/browser/ (slider_before.png, slider_after.png, painter_before.png, painter_after.png,
+painter.png, notebook.png) for people to look at.
 
 Needs Debian's `chromium` (`make test` installs it through apt where it can) and the `playwright` Python
 package (in maelib[test]); Playwright drives the system browser, it never downloads its own. On a machine
@@ -137,6 +139,16 @@ CELL_REPORT = f"""() => Array.from({PANEL}.content.model.cells)
         source: c.sharedModel.getSource().slice(0, 80),
         errors: c.outputs.toJSON().filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue),
     }}))"""
+# Run code in the notebook's kernel and return what it printed (the kernel-side truth about a widget's traits).
+KERNEL_PRINT = f"""async (code) => {{
+    const kernel = {PANEL}.sessionContext.session.kernel;
+    const future = kernel.requestExecute({{code, silent: false, store_history: false}});
+    let text = '';
+    future.onIOPub = (msg) => {{ if (msg.header.msg_type === 'stream') text += msg.content.text; }};
+    await future.done;
+    return text;
+}}"""
+PATCH_PIXELS = 224 // 7  # the painter draws the 7 x 7 grid of a 28-pixel image at 224 pixels
 
 
 def test_notebook_1_runs_in_jupyterlab_and_the_slider_redraws(jupyterlab):
@@ -190,9 +202,20 @@ def test_notebook_1_runs_in_jupyterlab_and_the_slider_redraws(jupyterlab):
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
             after_value = readout.inner_text()
             after_png = view.screenshot(path=str(SCREENSHOTS / "slider_after.png"))
+            painter = _click_three_patches(page)
             page.screenshot(path=str(SCREENSHOTS / "notebook.png"), full_page=True)
         finally:
             browser.close()
+
+    # the painter: the kernel's mask is the notebook's 21 middle-row patches with the three clicks toggled
+    started = {7 * row + col for row in (2, 3, 4) for col in range(7)}
+    assert set(painter["hidden_before"]) == started, painter
+    assert set(painter["hidden_after"]) == started ^ set(CLICKED), painter
+    assert painter["readout_before"].startswith("21 of 49") and painter["readout_after"].startswith("20 of 49"), painter
+    assert painter["hidden_cleared"] == [], "the clear button did not reach the kernel"
+    assert painter["recon_src_before"] != painter["recon_src_after"], "the reconstruction image was not redrawn"
+    recon_before, recon_after = _image(painter["recon_png_before"]), _image(painter["recon_png_after"])
+    assert (np.abs(recon_before - recon_after).sum(axis=-1) > 0).mean() > 0.01, "the reconstruction did not change"
 
     assert float(before_value) == pytest.approx(0.75) and float(after_value) < float(before_value), (
         before_value, after_value,
@@ -201,3 +224,37 @@ def test_notebook_1_runs_in_jupyterlab_and_the_slider_redraws(jupyterlab):
     assert before.shape == after.shape
     changed = (np.abs(before - after).sum(axis=-1) > 0).mean()
     assert changed > 0.01, f"only {changed:.2%} of the screenshot changed after moving the slider"
+
+
+CLICKED = (7 * 3 + 2, 7 * 3 + 3, 0)  # show two hidden patches of the middle row again, hide the top-left corner
+
+
+def _click_three_patches(page) -> dict:
+    """Click CLICKED on the painter's canvas, as a learner would; return the kernel's and the page's state before
+    and after."""
+    root = page.locator(".maelib-mask-painter").first
+    canvas, recon, readout = (root.locator(sel) for sel in (".maelib-mp-input", ".maelib-mp-reconstruction",
+                                                             ".maelib-mp-readout"))
+    root.scroll_into_view_if_needed()
+    assert canvas.is_visible() and recon.is_visible(), "the click-to-mask widget did not render"
+    state = {"hidden_before": eval(page.evaluate(KERNEL_PRINT, "print(painter.hidden)")),
+             "readout_before": readout.inner_text(), "recon_src_before": recon.get_attribute("src"),
+             "recon_png_before": recon.screenshot(path=str(SCREENSHOTS / "painter_before.png"))}
+    for index in CLICKED:
+        row, col = divmod(index, 7)
+        canvas.click(position={"x": col * PATCH_PIXELS + PATCH_PIXELS / 2, "y": row * PATCH_PIXELS + PATCH_PIXELS / 2})
+        page.wait_for_timeout(150)  # each click is its own change of the trait, as when a person clicks
+    page.wait_for_function("([el, old]) => !el.textContent.startsWith(old.slice(0, 8))",
+                           arg=[readout.element_handle(), state["readout_before"]], timeout=60_000)
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    page.wait_for_timeout(500)  # the last redraw reaches the page
+    state.update(hidden_after=eval(page.evaluate(KERNEL_PRINT, "print(painter.hidden)")),
+                 readout_after=readout.inner_text(), recon_src_after=recon.get_attribute("src"),
+                 recon_png_after=recon.screenshot(path=str(SCREENSHOTS / "painter_after.png")))
+    root.screenshot(path=str(SCREENSHOTS / "painter.png"))  # the whole widget after the clicks
+    # a preset button sends a message to the kernel, which sets the mask: "clear" shows every patch
+    root.locator("button[data-preset='clear']").click()
+    page.wait_for_function("(el) => el.textContent.startsWith('0 of 49')", arg=readout.element_handle(),
+                           timeout=60_000)
+    state["hidden_cleared"] = eval(page.evaluate(KERNEL_PRINT, "print(painter.hidden)"))
+    return state

@@ -219,6 +219,8 @@ def test_pyproject_extras():
     names = {key: {_pep508(line)[0] for line in lines} for key, lines in extras.items()}
     assert {"jupyterlab", "ipywidgets", "papermill", "nbval"} <= names["notebooks"]
     assert {"pytest", "hypothesis", "transformers", "nbval", "papermill"} <= names["test"]
+    assert {"sphinx", "myst-nb", "sphinx-book-theme"} <= names["docs"]
+    assert any(re.fullmatch(r"maelib\[.*docs.*\]", line.replace(" ", "")) for line in extras["test"])
     assert any(re.fullmatch(r"maelib\[.*notebooks.*\]", line.replace(" ", "")) for line in extras["test"])
     assert "ruff" in names["dev"]
     assert any(re.fullmatch(r"maelib\[.*test.*\]", line.replace(" ", "")) for line in extras["dev"])
@@ -228,7 +230,7 @@ def test_pyproject_runtime_dependencies():
     names = {_pep508(line)[0] for line in _pyproject()["project"]["dependencies"]}
     expected = {
         "torch", "torchvision", "timm", "lightning", "jsonargparse", "safetensors", "matplotlib",
-        "numpy", "ipywidgets", "scikit-learn", "scikit-image", "tensorboard", "pyyaml", "submitit",
+        "numpy", "ipywidgets", "anywidget", "scikit-learn", "scikit-image", "tensorboard", "pyyaml", "submitit",
         "torchmetrics",
     }  # fmt: skip
     assert expected <= names, f"missing runtime dependencies: {sorted(expected - names)}"
