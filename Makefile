@@ -3,6 +3,7 @@
 #   make run     install everything (first time only), get Fashion-MNIST, run the notebook suite
 #   make test    install everything (first time only), get Fashion-MNIST, run the tests
 #   make lab     JupyterLab on notebooks/
+#   make site    the course website of the executed notebooks (after make run), into runs/site
 #
 # Everything is installed into ./.venv; nothing outside it is touched, except that
 # `make data` installs the Debian package dataset-fashion-mnist when run as root.
@@ -19,6 +20,7 @@ PIP_FLAGS   ?= $(if $(CI),--progress-bar off,)
 PYTEST_ARGS ?=
 RUN_ARGS    ?=
 RUN_CMD     ?= $(PY) -m maelib.suite $(RUN_ARGS)
+SITE_ARGS   ?=
 LAB_ARGS    ?=
 # JupyterLab refuses to start as root without --allow-root (containers, CI machines).
 LAB_ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -28,11 +30,13 @@ FASHION_MNIST_FILES   := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
                          t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install data browser test run demo strip lab clean distclean
+.PHONY: help venv install data browser test run site demo strip lab clean distclean
 
 help:
 	@echo "make run        install (first time), fetch data, run the notebook suite into runs/suite"
 	@echo "                (parameters: make run RUN_ARGS='-p epochs 3 -p 05:pool mean --out runs/mine')"
+	@echo "make site       the course website of what make run executed, into runs/site (offline; then"
+	@echo "                python -m http.server -d runs/site)"
 	@echo "make demo       a one-minute pretraining demo with reconstruction figures (runs/demo)"
 	@echo "make strip      strip notebook outputs before committing"
 	@echo "make test       install (first time), fetch data, run the test suite"
@@ -109,6 +113,10 @@ test: install data browser
 run: install data
 	@echo ">> running the notebook suite headless: $(RUN_CMD)"
 	$(RUN_CMD)
+
+# The website of the notebooks as `make run` executed them (nothing re-executed): scripts/build_site.py.
+site: install
+	$(PY) scripts/build_site.py $(SITE_ARGS)
 
 demo: install data
 	$(PY) -m maelib.demo

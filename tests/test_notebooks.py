@@ -4,7 +4,6 @@ fail, a notebook alone in an empty folder (as in Colab), parameter checks, a pap
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,18 +147,11 @@ def test_notebook_passes_nbval_at_tiny_parameters(nb, tmp_path):
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
-def test_a_notebook_alone_in_an_empty_folder_runs_as_in_colab(tmp_path):
+def test_a_notebook_alone_in_an_empty_folder_runs_as_in_colab(executed_notebooks):
     """Colab opens a notebook by itself, in an empty working directory: its setup cell (a no-op where maelib is
-    installed) and its defaults must work there, and the outputs land in ./runs."""
-    nb = NOTEBOOK_DIR / "02_building_the_mae.ipynb"
-    alone = tmp_path / "content"
-    alone.mkdir()
-    shutil.copy(nb, alone / nb.name)
-    env = {k: v for k, v in os.environ.items() if k != "MAELIB_RUNS"}
-    env["MAELIB_CHECKS"] = "strict"
-    subprocess.run([sys.executable, "-m", "papermill", nb.name, "executed.ipynb", "--no-progress-bar"],
-                   cwd=alone, env=env, check=True, capture_output=True, timeout=600)
-    results = json.loads((alone / "runs" / "notebooks" / nb.stem / "results.json").read_text())
+    installed) and its defaults must work there, and the outputs land in ./runs (the run: conftest.py)."""
+    alone = executed_notebooks["02_alone"].parent
+    results = json.loads((alone / "runs" / "notebooks" / "02_building_the_mae" / "results.json").read_text())
     assert results["my_loss"] == pytest.approx(results["maelib_loss"], abs=1e-4)
 
 
@@ -196,19 +188,14 @@ def test_a_broken_parameter_fails_in_the_first_cell_with_a_clear_message(tmp_pat
     assert code[3].source == err.value.source
 
 
-def test_papermill_sweep_records_the_numbers(tmp_path):
-    """A two-value sweep of notebook 1's mask ratio: each run records how many patches stay visible."""
-    nb = NOTEBOOK_DIR / "01_patches_and_masking.ipynb"
-    recorded = {}
-    for ratio in (0.5, 0.9):
-        out = tmp_path / f"ratio_{ratio}"
-        out.mkdir()
-        pm.execute_notebook(str(nb), str(out / "run.ipynb"), cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                            parameters={"mask_ratio": ratio, "out_dir": str(out)})
-        recorded[ratio] = json.loads((out / "results.json").read_text())
+def test_papermill_sweep_records_the_numbers(executed_notebooks):
+    """A two-value sweep of notebook 1's mask ratio (run in conftest.py): each run records how many patches stay
+    visible."""
+    recorded = {r: json.loads((executed_notebooks[f"01@{r}"].parent / "results.json").read_text()) for r in (0.5, 0.9)}
     assert recorded[0.5]["visible_patches"] == 24  # int(49 * 0.5)
     assert recorded[0.9]["visible_patches"] == 4  # int(49 * 0.1)
     assert recorded[0.5]["num_patches"] == recorded[0.9]["num_patches"] == 49
+    assert recorded[0.5]["mask_ratio"] == 0.5 and recorded[0.9]["mask_ratio"] == 0.9  # the injected parameters
 
 
 def test_runs_dir_and_output_dir(tmp_path, monkeypatch):
