@@ -15,7 +15,9 @@ myst_heading_anchors = 3
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 suppress_warnings = ["myst.header"]  # the notebooks number their sections under one title
 
-autodoc_default_options = {"members": True, "member-order": "bysource", "show-inheritance": True}
+# every public name gets an entry, so that each notebook's links to the API resolve
+autodoc_default_options = {"members": True, "undoc-members": True, "member-order": "bysource",
+                           "show-inheritance": True}
 autodoc_typehints = "description"
 autodoc_inherit_docstrings = False  # Lightning's hooks keep their own documentation, not copied onto ours
 add_module_names = False

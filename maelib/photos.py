@@ -64,6 +64,7 @@ HELD_OUT_PHOTOS = ("chelsea", "flower", "grace_hopper")  # a cat, a flower, a po
 
 
 def training_photos() -> list[str]:
+    """The photos the zoo's colour MAE trained on: every photo of PHOTO_SOURCES but the held-out ones."""
     return [name for name in PHOTO_SOURCES if name not in HELD_OUT_PHOTOS]
 
 

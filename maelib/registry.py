@@ -32,6 +32,8 @@ MODEL_CONFIGS: dict[str, dict] = {
 
 
 def list_models() -> list[str]:
+    """The architectures `create_model` builds, by timm-style name (mae_vit_base_patch16; the image size last when
+    it is not 224, as in mae_vit_mini_patch4_28)."""
     return sorted(MODEL_CONFIGS)
 
 

@@ -193,6 +193,9 @@ def test_notebook_pages_render_with_their_figures_and_api_links_in_chromium(site
                 assert api.count() >= 3, f"{nb.stem}: too few links to the API pages ({api.count()})"
                 for href in api.evaluate_all("els => els.map(e => e.href)"):
                     assert "/api/maelib" in href and "#" in href, (nb.stem, href)
+                unresolved = main.locator("section#maelib-api-used-in-this-notebook .xref").evaluate_all(
+                    "els => els.filter(e => !e.closest('a')).map(e => e.textContent)")
+                assert not unresolved, f"{nb.stem}: API names without a page to link to: {unresolved}"
             page.goto(f"{base}notebooks/02_building_the_mae.html")
             page.screenshot(path=str(SCREENSHOTS / "site_notebook.png"))
             page.goto(f"{base}api/maelib.viz.html#maelib.viz.show_reconstruction")
