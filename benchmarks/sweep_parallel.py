@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_parallel.py                       # 4 runs of the quick preset's baseline, both ways
     python benchmarks/sweep_parallel.py --runs 6 --steps 400  # closer to a real sweep
+    python benchmarks/sweep_parallel.py --runs 2 --steps 2 --smoke   # does it run? (the test; measures nothing)
 
 The same settings (the quick preset's baseline with seeds 0..runs-1, `--steps` steps each) run through
 `maelib.sweep.run_sweep` twice into fresh folders: `workers=1, threads=<cores>` and `workers=<cores>,
@@ -47,16 +48,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny data and evaluation (1,000 training, 200 + 100 evaluation images): tests the "
+                             "script, measures nothing")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
-    settings = settings_for("quick", seeds=args.runs, factors=[], reference=False, steps=args.steps)
+    smoke = dict(train_images=1000, eval_train_images=200, eval_test_images=100) if args.smoke else {}
+    settings = settings_for("quick", seeds=args.runs, factors=[], reference=False, steps=args.steps, **smoke)
     one_at_a_time = layout(settings, workers=1, threads=cores)
     in_parallel = layout(settings, workers=cores, threads=1)
     report = dict(
         env=dict(date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  device=f"CPU ({platform.processor() or platform.machine()}, {cores} cores)",
                  torch=torch.__version__, maelib=maelib.__version__, python=platform.python_version()),
-        runs=args.runs, steps=args.steps, setting="quick preset baseline (mini ViT at half width, batch 64)",
+        runs=args.runs, steps=args.steps, smoke=args.smoke, setting="quick preset baseline (mini ViT at half width, batch 64)",
         layouts=[one_at_a_time, in_parallel],
         speedup=round(one_at_a_time["sweep_seconds"] / in_parallel["sweep_seconds"], 2),
     )

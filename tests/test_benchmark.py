@@ -61,7 +61,7 @@ def test_masking_and_sweep_benchmarks_run(tmp_path):
     assert [r["masking"] for r in json.loads(out.read_text())["rows"]] == ["random", "block", "grid"]
     out = tmp_path / "sweep.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_parallel.py"), "--runs", "2",
-                             "--steps", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                             "--steps", "2", "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [(lay["workers"], lay["threads"]) for lay in report["layouts"]][0][0] == 1 and report["speedup"] > 0
