@@ -196,12 +196,13 @@ class MaskPainter(anywidget.AnyWidget):
             img = torch.as_tensor(image).detach().float().cpu()
             self._image = self._model.check_images(img[None] if img.ndim == 3 else img)[:1]
             self.image = png_data_url(to_display(self._image, self._mean, self._std)[0], self.display_pixels)
+        before = list(self.mask)
         if hidden is not None:
             self.hidden = hidden
         elif len(self.mask) != self.num_patches:
             self.preset("random")
-            return
-        self._run()
+        if self.mask == before:  # a changed mask has already redrawn (the observer); a new model or image has not
+            self._run()
 
     def preset(self, name: str) -> None:
         """Hide patches as a preset does: "random", "block" or "grid" (PRESET_RATIO of them, a new seeded draw
