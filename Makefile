@@ -19,7 +19,7 @@ STAMP       := $(VENV)/.installed
 PIP_FLAGS   ?= $(if $(CI),--progress-bar off,)
 PYTEST_ARGS ?=
 RUN_ARGS    ?=
-RUN_CMD     ?= $(PY) -m maelib.suite $(RUN_ARGS)
+RUN_CMD     ?= $(PY) -m maelib.course.suite $(RUN_ARGS)
 SITE_ARGS   ?=
 LAB_ARGS    ?=
 # JupyterLab refuses to start as root without --allow-root (containers, CI machines).
@@ -119,7 +119,7 @@ site: install
 	$(PY) scripts/build_site.py $(SITE_ARGS)
 
 demo: install data
-	$(PY) -m maelib.demo
+	$(PY) -m maelib.course.demo
 
 strip:
 	$(PY) scripts/strip_notebooks.py $(wildcard notebooks/*.ipynb notebooks/sweeps/*.ipynb)

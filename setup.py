@@ -1,6 +1,6 @@
 """Build step (everything else is in pyproject.toml): a wheel carries the YAML presets and the notebooks in
 maelib/_bundled/, so that `maelib pretrain --config fmnist` and `maelib notebooks DIR` work after `pip install`.
-The repository keeps one copy of each, in configs/ and notebooks/ (see maelib/presets.py)."""
+The repository keeps one copy of each, in configs/ and notebooks/ (see maelib/course/presets.py)."""
 
 import importlib.util
 import shutil
@@ -10,8 +10,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-# which files: maelib/presets.py says (it imports nothing beyond the standard library, so it loads here alone)
-_spec = importlib.util.spec_from_file_location("maelib_presets", ROOT / "maelib" / "presets.py")
+# which files: maelib/course/presets.py says (it imports nothing beyond the standard library, so it loads here alone)
+_spec = importlib.util.spec_from_file_location("maelib_presets", ROOT / "maelib" / "course" / "presets.py")
 presets = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(presets)
 

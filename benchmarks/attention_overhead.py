@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import make_step, time_steps  # noqa: E402  (the same step and timer as the main benchmark)
 
 import maelib  # noqa: E402
-from maelib.attention import capture_attention  # noqa: E402
+from maelib.analysis.attention import capture_attention  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -30,7 +30,7 @@ from report import finish  # noqa: E402  (benchmarks/report.py)
 
 import maelib  # noqa: E402
 from maelib.data import CLASS_NAMES, MAEDataModule, load_fashion_mnist  # noqa: E402
-from maelib.modules import MAEPretrainModule  # noqa: E402
+from maelib.train.modules import MAEPretrainModule  # noqa: E402
 
 
 class StepTimer(L.Callback):

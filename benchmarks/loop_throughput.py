@@ -40,7 +40,7 @@ from bench import make_step, time_steps  # noqa: E402  (the same step and timer 
 
 import maelib  # noqa: E402
 from maelib.data import MAEDataModule  # noqa: E402
-from maelib.modules import MAEPretrainModule  # noqa: E402
+from maelib.train.modules import MAEPretrainModule  # noqa: E402
 
 
 def write_image_folder(root: Path, count: int, size: int, unique: int = 256, classes: int = 4) -> Path:

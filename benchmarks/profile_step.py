@@ -17,10 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from bench import COMPILE_MODES, make_step, sync
 from torch.profiler import ProfilerActivity, profile
 
 import maelib
-from bench import COMPILE_MODES, make_step, sync
 
 KINDS = [  # (kind, pattern on the kernel name), first match wins
     ("attention", r"flash|fmha|attention|sdpa|cudnn::fusion"),

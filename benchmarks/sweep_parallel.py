@@ -5,7 +5,7 @@
     python benchmarks/sweep_parallel.py --runs 2 --steps 2 --smoke   # does it run? (the test; measures nothing)
 
 The same settings (the quick preset's baseline with seeds 0..runs-1, `--steps` steps each) run through
-`maelib.sweep.run_sweep` twice into fresh folders: `workers=1, threads=<cores>` and `workers=<cores>,
+`maelib.experiments.sweep.run_sweep` twice into fresh folders: `workers=1, threads=<cores>` and `workers=<cores>,
 threads=1`. Reported: each layout's wall time for the whole sweep, its runs' mean training images/s, and the
 speed-up. Run it on a quiet machine: anything else CPU-bound changes both numbers.
 """
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import finish  # noqa: E402
 
 import maelib
-from maelib.ablation_design import settings_for
-from maelib.sweep import run_sweep
+from maelib.experiments.ablation_design import settings_for
+from maelib.experiments.sweep import run_sweep
 
 
 def layout(settings, workers: int, threads: int) -> dict:

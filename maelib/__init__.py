@@ -6,15 +6,23 @@
     trained = maelib.load_pretrained("mae_vit_mini_patch4_28.fmnist_pixel")   # the zoo: maelib.list_pretrained()
 """
 
-from .attention import attention_weights, capture_attention
-from .checkpoint import load_classifier, load_model, load_official, load_weights, read_state_dict, save_model
-from .convert import from_hf, to_hf, to_timm_vit
+from .analysis.attention import attention_weights, capture_attention
 from .masking import MASKING, block_noise, grid_noise, random_masking, random_noise
 from .model import MAEConfig, MaskedAutoencoder
 from .patches import normalize_patches, patch_stats, patchify, unpatchify
 from .pos_embed import resize_pos_embed, sincos_2d
 from .registry import create_model, list_models, model_config
-from .zoo import ModelCard, list_pretrained, load_pretrained, pretrained_card, pretrained_path, register_pretrained
+from .weights.checkpoint import load_classifier, load_official, load_weights, read_state_dict, save_model
+from .weights.convert import from_hf, to_hf, to_timm_vit
+from .weights.zoo import (
+    ModelCard,
+    list_pretrained,
+    load_model,
+    load_pretrained,
+    pretrained_card,
+    pretrained_path,
+    register_pretrained,
+)
 
 __version__ = "0.1.0"
 

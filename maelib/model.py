@@ -157,6 +157,8 @@ class MaskedAutoencoder(nn.Module):
         # --- decoder ---
         self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
+        if c.encoder_mask_tokens:  # the encoder fills the holes itself: the decoder's [M] is never used, so it is
+            self.mask_token.requires_grad_(False)  # frozen (data-parallel training then need not wait for its grad)
         self.register_buffer("decoder_pos_embed", sincos_2d(c.decoder_embed_dim, c.grid_size), persistent=True)
         self.decoder_blocks = nn.ModuleList(
             Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, qkv_bias=c.qkv_bias, norm_layer=norm_layer)
@@ -189,12 +191,6 @@ class MaskedAutoencoder(nn.Module):
         """Parameters that AdamW should not decay (norms and biases are excluded by shape elsewhere)."""
         return {"cls_token", "mask_token", "encoder_mask_token", "pos_embed", "decoder_pos_embed"}
 
-    def fixed_or_unused(self) -> list[str]:
-        """Names of the fixed sin-cos position tables (buffers, the same on every process) and, with `[M]`
-        tokens in the encoder, of the decoder's mask_token, which that variant never uses: what data-parallel
-        training need not synchronise."""
-        names = ["pos_embed", "decoder_pos_embed"]
-        return names + ["mask_token"] if self.config.encoder_mask_tokens else names
 
     # ------------------------------------------------------------------ helpers
     def check_images(self, imgs: torch.Tensor) -> torch.Tensor:

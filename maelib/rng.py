@@ -66,6 +66,14 @@ class BatchKey:
     def seed_for(self, stream: int, *extra: int) -> int:
         return key_seed(self.seed, self.epoch, self.index, stream, *extra)
 
+    def as_tensor(self) -> torch.Tensor:
+        """The key as an int64 tensor (6,), how it travels with its batch to the training step (`from_tensor`)."""
+        return torch.tensor([self.seed, self.epoch, self.index, self.batch_size, self.rank, self.world_size])
+
+    @classmethod
+    def from_tensor(cls, key: torch.Tensor) -> "BatchKey":
+        return cls(*(int(v) for v in key.tolist()))
+
     def generator(self, stream: int) -> torch.Generator:
         """A generator for one kind of draw (AUGMENT, MASK, ...) of this global batch, the same on every process."""
         return torch.Generator().manual_seed(self.seed_for(stream))

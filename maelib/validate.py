@@ -48,6 +48,17 @@ def as_real(name: str, value, *, where: str = "") -> float:
     return float(value)
 
 
+def check_positive(name: str, value, *, flag: str | None = None) -> float:
+    """A real number > 0 (a learning rate, say), or an error that names the setting (`flag`, e.g.
+    "--model.base_lr", as the user wrote it) and the fix."""
+    value = as_real(name, value)
+    if not value > 0:
+        setting = flag or name
+        raise ValueError(f"{setting} must be greater than 0, got {value}: a learning rate of zero trains nothing and a "
+                         f"negative one climbs the loss; set {setting} to a positive number, e.g. {setting} 1.5e-4")
+    return value
+
+
 def check_bool(name: str, value, *, where: str = "") -> bool:
     """True or False (numpy bools too). The text "false" is refused: as a Python truth value it is True."""
     if isinstance(value, (bool, np.bool_)):

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from maelib.exercises import with_solutions
+from maelib.course.exercises import with_solutions
 
 CHECK = "NBVAL_CHECK_OUTPUT"
 sys.path.insert(0, str(Path(__file__).resolve().parent))

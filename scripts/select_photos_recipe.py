@@ -23,17 +23,17 @@ from pathlib import Path
 
 import maelib
 import maelib.data
-import maelib.photos
-from maelib.cli import main as maelib_cli
-from maelib.measure import photo_test_crops, reconstruction_check
+import maelib.data.photos
+from maelib.evaluation.cards import photo_test_crops, reconstruction_check
+from maelib.train.cli import main as maelib_cli
 
 SELECTION = ("coffee", "astronaut")
 
 
 def run(tag: str, factor: int, epochs: str, extra: list[str]) -> dict:
-    train = [name for name in maelib.photos.training_photos() if name not in SELECTION]
-    maelib.photos.training_photos = lambda: list(train)  # the data module asks for these at setup
-    maelib.photos.HELD_OUT_PHOTOS = SELECTION  # validate on the selection photos too
+    train = [name for name in maelib.data.photos.training_photos() if name not in SELECTION]
+    maelib.data.photos.training_photos = lambda: list(train)  # the data module asks for these at setup
+    maelib.data.photos.HELD_OUT_PHOTOS = SELECTION  # validate on the selection photos too
     maelib.data.sources.PHOTO_SCALE = {**maelib.data.PHOTO_SCALE, "train": factor}  # where setup reads it
     out = Path("runs/select_photos") / tag
     start = time.time()

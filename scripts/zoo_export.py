@@ -6,7 +6,7 @@
 
 Weights are measured as shipped: a file over 9.5 MB is stored in float16 (and upcast on load). The card records the recipe, the training wall time (runs/zoo/NAME/wall_seconds.txt), this machine, today's date
 and the measured metrics, each beside its baselines, computed by the same code (the maelib CLI for k-NN and the
-linear probe; `maelib.measure` for reconstructions and the quick check that tests/test_zoo.py repeats).
+linear probe; `maelib.evaluation.cards` for reconstructions and the quick check that tests/test_zoo.py repeats).
 Run it on a quiet machine, after the training run.
 """
 
@@ -30,13 +30,19 @@ sys.path.insert(0, str(ROOT))
 
 import maelib  # noqa: E402
 from maelib.data import STATS  # noqa: E402
-from maelib.measure import classifier_accuracy, fmnist_test_images, knn_check, photo_test_crops, reconstruction_check  # noqa: E402
-from maelib.zoo import WEIGHTS_DIR, ModelCard  # noqa: E402
+from maelib.evaluation.cards import (  # noqa: E402
+    classifier_accuracy,
+    fmnist_test_images,
+    knn_check,
+    photo_test_crops,
+    reconstruction_check,
+)
+from maelib.weights.zoo import WEIGHTS_DIR, ModelCard  # noqa: E402
 
 MAELIB = str(ROOT / ".venv" / "bin" / "maelib")
 FMNIST = "Fashion-MNIST train (60,000 images, 28 px grey); metrics on its 10,000 test images"
 PHOTOS = ("random resized crops (5-100% of the area of each photo stored at 256 px, flips, colour jitter 0.4/0.4/0.4 "
-          "with any hue) of the photos in maelib.photos that ship inside scikit-image, scikit-learn and matplotlib, "
+          "with any hue) of the photos in maelib.data.photos that ship inside scikit-image, scikit-learn and matplotlib, "
           "at 64 px; chelsea, flower and grace_hopper held out")
 FEATURE_NOTES = ("k-NN: weighted (k=20, T=0.07, cosine), bank = the 60k training images; linear probes: BatchNorm + "
                  "linear, SGD, 30 epochs on the 60k training images (maelib linprobe --config "

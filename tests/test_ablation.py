@@ -1,14 +1,14 @@
-"""maelib.ablation (one run), maelib.ablation_design (presets, claims) and `maelib ablate`, at tiny budgets."""
+"""maelib.experiments.ablation (one run), maelib.experiments.ablation_design (presets, claims) and `maelib ablate`, at tiny budgets."""
 
 import json
 
 import pytest
 import torch
 
-from maelib.ablation import masked_loss_levels, run_ablation
-from maelib.ablation_design import CLAIMS, FACTORS, PAPER, PRESETS, check_claims, settings_for
+from maelib.experiments.ablation import masked_loss_levels, run_ablation
+from maelib.experiments.ablation_design import CLAIMS, FACTORS, PAPER, PRESETS, check_claims, settings_for
+from maelib.experiments.stats import factor_table
 from maelib.registry import create_model
-from maelib.stats import factor_table
 
 TINY = dict(steps=2, batch_size=16, train_images=64, eval_train_images=50, eval_test_images=30)
 
@@ -19,7 +19,7 @@ def test_a_run_trains_evaluates_and_reports_its_levels():
     assert r["steps"] == 2 and r["encoder_tokens"] == 1 + 24 and r["num_patches"] == 49
     assert 0 <= r["finetune_acc"] <= 1 and r["finetune_acc"] * 30 == round(r["finetune_acc"] * 30)  # of 30 images
     assert 0 <= r["knn_acc"] <= 1 and 0 <= r["probe_acc_mean"] <= 1 and r["train_loss"] > 0
-    assert r["predict_zero"] == pytest.approx(r["patch_mean"], rel=1e-4)  # norm-pix: zero is each patch's mean
+    assert r["target_predict_zero"] == pytest.approx(r["target_patch_mean"], rel=1e-4)  # norm-pix: zero is each patch's mean
     assert r["learned"] is False  # two steps learn nothing: flagged, not ranked
     reference = run_ablation(steps=0, **{k: v for k, v in TINY.items() if k != "steps"})
     assert reference["learned"] is None and reference["images_per_second"] is None and reference["finetune_acc"] is None
@@ -37,8 +37,8 @@ def test_predict_zero_level_by_hand():
     _, _, mask = model(imgs, mask_ratio=0.75, noise=seeded_noise(model, 6, 0.75, 3))
     target = model.patchify(imgs)
     by_hand = ((target**2).mean(-1) * mask).sum().item() / mask.sum().item()
-    assert levels["predict_zero"] == pytest.approx(by_hand, rel=1e-5)
-    assert levels["patch_mean"] < levels["predict_zero"]  # each patch's own mean is borrowed information
+    assert levels["target_predict_zero"] == pytest.approx(by_hand, rel=1e-5)
+    assert levels["target_patch_mean"] < levels["target_predict_zero"]  # each patch's own mean is borrowed information
 
 
 def test_presets_and_the_papers_claims_are_consistent():
@@ -66,7 +66,7 @@ def test_check_claims_verdicts():
 
 
 def test_maelib_ablate_runs_a_preset_and_exports_its_summary(tmp_path, capsys):
-    from maelib.cli import main
+    from maelib.train.cli import main
 
     out, export = tmp_path / "sweep", tmp_path / "results" / "summary.json"
     args = ["ablate", "--preset", "quick", "--out", str(out), "--executor", "inline", "--seeds", "2",

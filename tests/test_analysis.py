@@ -202,7 +202,7 @@ def test_reconstruction_baselines_include_interpolation(model, imgs):
 
 
 def test_pca_project_keeps_the_main_directions():
-    from maelib.evaluate import pca_project
+    from maelib.evaluation import pca_project
 
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(20, 20, generator=g))[0][:, :3]  # 3 orthonormal directions in 20-d

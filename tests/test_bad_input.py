@@ -17,12 +17,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import maelib
-from maelib.checkpoint import file_format, run_dir_lock
-from maelib.cli import main
 from maelib.data import MAEDataModule
 from maelib.data.datasets import to_8bit
-from maelib.modules import FineTuneModule, MAEPretrainModule
+from maelib.files import run_dir_lock
+from maelib.train.cli import main
+from maelib.train.modules import FineTuneModule, MAEPretrainModule
 from maelib.validate import check_loss
+from maelib.weights.checkpoint import file_format
 
 TINY = "{depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false"]
@@ -280,7 +281,7 @@ def test_a_head_that_does_not_fit_the_classes_names_the_real_fix(tmp_path):
 
 
 def test_file_format_reads_the_first_bytes(tmp_path):
-    assert file_format(Path(maelib.zoo.WEIGHTS_DIR) / "mae_vit_mini_patch4_28.fmnist_pixel.safetensors") == "safetensors"
+    assert file_format(Path(maelib.weights.zoo.WEIGHTS_DIR) / "mae_vit_mini_patch4_28.fmnist_pixel.safetensors") == "safetensors"
     (tmp_path / "a.pth").write_bytes(b"\x80\x02" + b"0" * 20)
     assert file_format(tmp_path / "a.pth") == "torch"
     (tmp_path / "b.bin").write_bytes(struct.pack("<Q", 10**9) + b"{")  # a header longer than the file
@@ -288,8 +289,8 @@ def test_file_format_reads_the_first_bytes(tmp_path):
 
 
 def test_the_command_line_shows_the_message_not_a_traceback(tmp_path, monkeypatch, capsys):
-    """`maelib` (the console script, maelib.cli:console) prints maelib's message and exits 1."""
-    from maelib.cli import console
+    """`maelib` (the console script, maelib.train.cli:console) prints maelib's message and exits 1."""
+    from maelib.train.cli import console
 
     monkeypatch.delenv("MAELIB_TRACEBACK", raising=False)
     monkeypatch.setattr("sys.argv", ["maelib", "pretrain", "--model.arch_overrides", "{patch_size: 0}",
@@ -306,3 +307,23 @@ def test_the_command_line_shows_the_message_not_a_traceback(tmp_path, monkeypatc
 def test_knn_refuses_augmented_features(tmp_path):
     with pytest.raises(ValueError, match="maelib knn scores cached features of unaugmented images"):
         main(["knn", "--data.arch", "mae_vit_mini_patch4_28", "--data.augment", "mae", "--run_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("command", ["pretrain", "linprobe", "finetune"])
+@pytest.mark.parametrize("lr", ["0", "-1"])
+def test_a_learning_rate_of_zero_or_less_is_refused_naming_the_flag(command, lr, tmp_path):
+    source = {"pretrain": [], "linprobe": ["--data.arch", "mae_vit_mini_patch4_28"],
+              "finetune": ["--model.arch", "mae_vit_mini_patch4_28"]}[command]
+    with pytest.raises(ValueError, match=r"--model.base_lr must be greater than 0, got -?[01].0.*set --model.base_lr"):
+        main([command, *source, "--model.base_lr", lr, "--trainer.default_root_dir", str(tmp_path), *QUIET])
+
+
+def test_python_dash_m_maelib_is_the_maelib_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "maelib", "pretrain", "--model.base_lr", "-1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "maelib: error: --model.base_lr must be greater than 0" in result.stderr
+    listing = subprocess.run([sys.executable, "-m", "maelib", "presets"], capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0 and "maelib pretrain --config fmnist" in listing.stdout

@@ -2,7 +2,7 @@
 
 What a learner does on Binder or a laptop, done by a robot: open the notebook, run all cells, look at the
 mask-ratio slider, drag it, and see the picture change; then click three patches of the click-to-mask widget
-(`maelib.mask_widget.MaskPainter`, an anywidget). The checks:
+(`maelib.analysis.mask_widget.MaskPainter`, an anywidget). The checks:
 
 - every code cell ran and none produced an error output (read from JupyterLab's own notebook model);
 - the slider and the picture widget render (ipywidgets' front end is installed and talks to the kernel);
@@ -151,6 +151,18 @@ KERNEL_PRINT = f"""async (code) => {{
 PATCH_PIXELS = 224 // 7  # the painter draws the 7 x 7 grid of a 28-pixel image at 224 pixels
 
 
+# The slider's readout: ipywidgets 8 renders it as an editable element and fills it in after the slider itself,
+# so a read straight after the slider appears can get '' (seen with Chromium 156 on a fresh machine). Wait for
+# text, and read an <input>'s value or an element's text, whichever the widget version draws.
+READOUT_TEXT = "(el) => (el.tagName === 'INPUT' ? el.value : el.textContent).trim()"
+
+
+def _readout(page, readout) -> str:
+    handle = readout.element_handle()
+    page.wait_for_function(f"(el) => ({READOUT_TEXT})(el) !== ''", arg=handle, timeout=30_000)
+    return handle.evaluate(READOUT_TEXT)
+
+
 def test_notebook_1_runs_in_jupyterlab_and_the_slider_redraws(jupyterlab):
     from playwright.sync_api import sync_playwright  # in maelib[test]; drives the system Chromium
 
@@ -180,11 +192,11 @@ def test_notebook_1_runs_in_jupyterlab_and_the_slider_redraws(jupyterlab):
             # The widget: a slider (noUiSlider in ipywidgets 8) and an image the kernel redraws.
             slider = page.locator(".widget-hslider").first
             picture = page.locator(".widget-image").first
-            readout = slider.locator(".widget-readout")
+            readout = slider.locator(".widget-readout").first
             slider.scroll_into_view_if_needed()
             assert slider.is_visible() and picture.is_visible(), "the mask-ratio slider or its picture did not render"
             view = slider.locator("xpath=ancestor::div[contains(@class, 'widget-vbox')][1]")
-            before_value, before_src = readout.inner_text(), picture.get_attribute("src")
+            before_value, before_src = _readout(page, readout), picture.get_attribute("src")
             before_png = view.screenshot(path=str(SCREENSHOTS / "slider_before.png"))
 
             # Drag the handle to the left end (a mouse drag, as a learner would).
@@ -200,7 +212,7 @@ def test_notebook_1_runs_in_jupyterlab_and_the_slider_redraws(jupyterlab):
                 timeout=60_000,
             )
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            after_value = readout.inner_text()
+            after_value = _readout(page, readout)
             after_png = view.screenshot(path=str(SCREENSHOTS / "slider_after.png"))
             painter = _click_three_patches(page)
             page.screenshot(path=str(SCREENSHOTS / "notebook.png"), full_page=True)

@@ -132,7 +132,7 @@ def test_lightning_checkpoint_state_dict_is_unwrapped(tmp_path):
 
 
 def test_checkpoint_config_reads_the_header_only(tmp_path):
-    from maelib.checkpoint import checkpoint_config
+    from maelib.weights.checkpoint import checkpoint_config
 
     model = maelib.create_model("mae_vit_mini_patch4_28", norm_pix_loss=False)
     path = maelib.save_model(model, tmp_path / "m.safetensors")
@@ -151,7 +151,7 @@ def test_checkpoint_config_reads_the_header_only(tmp_path):
 
 @pytest.mark.parametrize("pool", ["avg", "token"])
 def test_encoder_weights_go_from_timm_back_to_the_mae(pool):
-    from maelib.convert import encoder_state_from_timm_vit, to_timm_vit
+    from maelib.weights.convert import encoder_state_from_timm_vit, to_timm_vit
 
     torch.manual_seed(0)
     mae = maelib.create_model("mae_vit_mini_patch4_28")

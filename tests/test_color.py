@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from maelib.color import JITTER, color_jitter, jitter_params
 from maelib.data import BatchTransform, MAEDataModule
+from maelib.data.color import JITTER, color_jitter, jitter_params
 
 
 def test_identity_factors_change_nothing():

@@ -274,7 +274,7 @@ def test_denormalize_inverts_normalisation():
 def test_datamodule_fashion_mnist_batches_and_normalisation():
     dm = MAEDataModule(root=str(FMNIST), batch_size=64, train_subset=1000, test_subset=2000)
     assert dm.num_classes == 10 and dm.class_names[0] == "T-shirt/top" and dm.mean == (0.286,)
-    imgs, labels = next(iter(dm.train_dataloader()))
+    imgs, labels, _ = next(iter(dm.train_dataloader()))
     assert imgs.shape == (64, 1, 28, 28) and imgs.dtype == torch.float32 and labels.dtype == torch.int64
     assert len(dm.train_dataloader()) == 1000 // 64  # incomplete batch dropped
     val = torch.cat([x for x, _ in dm.val_dataloader()])
@@ -294,7 +294,7 @@ def test_datamodule_fashion_mnist_batches_and_normalisation():
 @needs_fmnist
 def test_datamodule_fashion_mnist_as_rgb_for_a_colour_model():
     dm = MAEDataModule(root=str(FMNIST), img_size=32, in_chans=3, batch_size=16, train_subset=64, test_subset=16)
-    imgs, _ = next(iter(dm.train_dataloader()))
+    imgs, _, _ = next(iter(dm.train_dataloader()))
     assert imgs.shape == (16, 3, 32, 32) and torch.equal(imgs[:, 0], imgs[:, 1])
     assert dm.mean == (0.286,) * 3 and dm.std == (0.353,) * 3
 
@@ -331,7 +331,7 @@ def test_cifar10_through_the_datamodule(tmp_path, monkeypatch):
     dm = MAEDataModule(dataset="cifar10", root=str(tmp_path / "tv"), img_size=32, in_chans=3, batch_size=8,
                        download=False)
     dm.prepare_data()  # download=False: nothing to fetch
-    imgs, labels = next(iter(dm.train_dataloader()))
+    imgs, labels, _ = next(iter(dm.train_dataloader()))
     assert imgs.shape == (8, 3, 32, 32) and labels.dtype == torch.int64
     assert dm.class_names == data.CLASS_NAMES["cifar10"] and dm.num_classes == 10
     assert len(dm.train_set) == 40 and len(dm.val_set) == 10 and dm.test_set is dm.val_set
@@ -353,14 +353,14 @@ def test_stl10_through_the_datamodule(tmp_path, monkeypatch):
     train_images = write_tiny_stl10(tmp_path / "tv", monkeypatch)
     kw = dict(dataset="stl10", root=str(tmp_path / "tv"), img_size=64, in_chans=3, batch_size=4, download=False)
     dm = MAEDataModule(**kw)
-    imgs, labels = next(iter(dm.train_dataloader()))
+    imgs, labels, _ = next(iter(dm.train_dataloader()))
     assert imgs.shape == (4, 3, 64, 64) and set(labels.tolist()) <= set(range(10))
     assert len(dm.train_set) == 10 and dm.class_names == data.CLASS_NAMES["stl10"]
     assert next(iter(dm.test_dataloader()))[1].tolist() == [0, 1, 2, 3]  # labels 1..10 on disk
     pretrain = MAEDataModule(**kw, stl10_unlabeled=True)
     pretrain.setup()
     assert len(pretrain.train_set) == 16 and len(pretrain.labelled_train_set) == 10
-    all_labels = torch.cat([y for _, y in pretrain.train_dataloader()])
+    all_labels = torch.cat([y for _, y, _ in pretrain.train_dataloader()])
     assert (all_labels == -1).sum() == 6  # 16 images in 4 full batches; the 6 unlabelled ones are marked -1
     assert torch.cat([y for _, y in pretrain.labelled_train_dataloader()]).min() == 0
     full_size = MAEDataModule(**{**kw, "img_size": 96})
@@ -382,7 +382,7 @@ def test_image_folder(tmp_path, caplog):
     for in_chans in (1, 3):
         dm = MAEDataModule(dataset="imagefolder", root=str(root), img_size=24, in_chans=in_chans, batch_size=3,
                            val_fraction=0.25, seed=1)
-        imgs, labels = next(iter(dm.train_dataloader()))
+        imgs, labels, _ = next(iter(dm.train_dataloader()))
         assert imgs.shape == (3, in_chans, 24, 24) and labels.dtype == torch.int64
         val = next(iter(dm.val_dataloader()))[0]
         assert val.shape == (3, in_chans, 24, 24)
@@ -409,7 +409,7 @@ def test_image_folder_batches_normalised_on_the_device_equal_the_loaders(tmp_pat
     kw = dict(dataset="imagefolder", root=str(root), img_size=24, in_chans=in_chans, batch_size=3, seed=1)
     plain, deferred = MAEDataModule(**kw), MAEDataModule(**kw, normalize_on_device=True)
     assert not plain.normalizes_on_device()  # default: only when a Trainer runs on CUDA
-    for (want, labels), (raw, raw_labels) in zip(plain.train_dataloader(), deferred.train_dataloader()):
+    for (want, labels, _), (raw, raw_labels, _) in zip(plain.train_dataloader(), deferred.train_dataloader()):
         assert want.dtype == torch.float32 and raw.dtype == torch.uint8 and raw.shape == want.shape
         got, got_labels = deferred.on_after_batch_transfer([raw, raw_labels], 0)
         assert torch.equal(got, want) and torch.equal(got_labels, labels)

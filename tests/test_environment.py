@@ -203,7 +203,7 @@ def test_pyproject_metadata():
     project = data["project"]
     assert project["name"] == "maelib"
     assert lower_bound(SpecifierSet(project["requires-python"])) == Version("3.10")
-    assert project["scripts"]["maelib"] == "maelib.cli:console"  # main, with errors printed as messages
+    assert project["scripts"]["maelib"] == "maelib.train.cli:console"  # main, with errors printed as messages
 
     init = (ROOT / "maelib" / "__init__.py").read_text()
     version = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', init, re.M)
@@ -396,7 +396,7 @@ def check_readme_order(text: str) -> None:
         ("# maelib\n\n```bash\nmake run\nmake test\n```\n\nOr `pip install -e .`\n", True),
         ("Start with `make test`, then `make run`.\n\n```\n$ pip install maelib\n```\n", True),
         ("```bash\npip install -e .\nmake run\nmake test\n```\n", False),
-        ("Run `python -m maelib.demo` or `make run`; `make test` tests.\n", False),
+        ("Run `python -m maelib.course.demo` or `make run`; `make test` tests.\n", False),
         ("```bash\nmake run\n```\n", False),
         ("```python\nimport maelib\n```\n```sh\ncd maelib\nmake run  # demo\nmake test\n```\n", True),
     ],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import maelib
-from maelib.convert import from_hf_state_dict, hf_config_kwargs, to_hf_state_dict
+from maelib.weights.convert import from_hf_state_dict, hf_config_kwargs, to_hf_state_dict
 
 transformers = pytest.importorskip("transformers")
 modeling = pytest.importorskip("transformers.models.vit_mae.modeling_vit_mae")

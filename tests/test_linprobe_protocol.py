@@ -14,8 +14,8 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import maelib
-from maelib.cli import main
-from maelib.evaluate import FeatureDataModule
+from maelib.evaluation import FeatureDataModule
+from maelib.train.cli import main
 
 CONFIG = Path(__file__).parents[1] / "configs" / "linprobe_vit_base.yaml"
 
@@ -37,7 +37,7 @@ def test_the_config_is_the_official_protocol():
     c = yaml.safe_load(CONFIG.read_text())
     t, m, d = c["trainer"], c["model"], c["data"]
     assert d["batch_size"] * t["devices"] * t["num_nodes"] == 16384
-    assert maelib.optim.scaled_lr(m["base_lr"], 16384) == pytest.approx(6.4)
+    assert maelib.train.optim.scaled_lr(m["base_lr"], 16384) == pytest.approx(6.4)
     assert (m["optimizer"], m["weight_decay"], m["warmup_epochs"], t["max_epochs"]) == ("lars", 0.0, 10, 90)
     assert (d["pool"], d["augment"], tuple(d["crop_scale"]), d["eval_crop_pct"]) == ("cls", "mae", (0.08, 1.0), 0.875)
     assert d["distributed_eval"] and d["val_root"]
@@ -67,12 +67,13 @@ def test_training_features_come_from_fresh_crops_and_flips_at_every_step(tmp_pat
         return [data.on_after_batch_transfer(b, 0) for b in loader]
 
     first, again, second = epoch_features(0), epoch_features(0), epoch_features(1)
-    feats, labels = first[0]
+    feats, labels, key = first[0]
+    assert key.tolist() == [data.images.hparams.seed, 0, 0, 4, 0, 1]  # the batch's key travels with it
     assert feats.shape == (4, data.feature_dim) and feats.dtype == torch.float32 and labels.dtype == torch.int64
-    imgs, labels = next(iter(loader))
+    imgs, labels, _ = next(iter(loader))
     with torch.no_grad():
         assert torch.allclose(data.on_after_batch_transfer([imgs, labels], 0)[0], data.encoder.features(imgs, "cls"))
-    everything = lambda batches: torch.cat([f for f, _ in batches])  # noqa: E731
+    everything = lambda batches: torch.cat([f for f, *_ in batches])  # noqa: E731
     assert torch.equal(everything(first), everything(again))  # keyed crops: an epoch repeats (resume)
     assert not torch.allclose(everything(first), everything(second))  # the next epoch crops the images afresh
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import maelib
+from maelib.analysis.mask_widget import PRESETS, MaskPainter
 from maelib.data import STATS
-from maelib.mask_widget import PRESETS, MaskPainter
 from maelib.masking import chosen_noise, random_masking
 
 
@@ -18,7 +18,7 @@ def pixel_model():
 
 @pytest.fixture(scope="module")
 def image():
-    from maelib.measure import fmnist_test_images
+    from maelib.evaluation.cards import fmnist_test_images
 
     return fmnist_test_images(1)[0]  # (1, 28, 28), normalised
 

@@ -1,5 +1,6 @@
 """The notebook suite: hygiene, layout, exercises with their solutions, nbval at tiny parameters with checks that
-fail, a notebook alone in an empty folder (as in Colab), parameter checks, a papermill sweep."""
+fail, a notebook alone in an empty folder (as in Colab), parameter checks (declared once in
+maelib.course.parameters, refused by the suite before a notebook runs), a papermill sweep."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from maelib.exercises import exercise_tags, load_solutions, solutions_path, with_solutions
+from maelib.course.exercises import exercise_tags, load_solutions, solutions_path, with_solutions
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -51,9 +52,9 @@ def test_outputs_are_stripped(nb):
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_layout(nb):
-    """An opening of what it teaches with its Colab and Binder badges, the setup cell, a `parameters` cell whose
-    values are checked in the next cell, the paper linked, exercises, a summary and further reading, tiny test
-    parameters that exist in the notebook."""
+    """An opening of what it teaches with its Colab and Binder badges, the setup cell, a `parameters` cell, a cell
+    of imports only, then `start_notebook` (which checks the parameters) as the first line of the next cell, the
+    paper linked, exercises, a summary and further reading, tiny test parameters that exist in the notebook."""
     notebook = read(nb)
     cells = notebook.cells
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
@@ -62,7 +63,11 @@ def test_layout(nb):
     code = [c for c in cells if c.cell_type == "code"]
     assert "setup" in code[0].metadata.get("tags", []), "the first code cell must be the setup cell"
     assert "parameters" in code[1].metadata.get("tags", []), "the second code cell must be tagged `parameters`"
-    assert "check_parameter(" in code[2].source, "the cell after the parameters must check them"
+    imports = [line for line in code[2].source.splitlines() if line.strip() and not line.startswith((" ", ")"))]
+    assert all(line.startswith(("import ", "from ", "%")) for line in imports), "the cell after the parameters: imports only"
+    assert code[3].source.startswith(f'out = start_notebook("{nb.stem}", globals())'), \
+        "the cell after the imports must start with start_notebook, which checks the parameters"
+    assert "check_parameter(" not in "\n".join(c.source for c in code), "parameters are declared in maelib.course.parameters"
     declared = pm.inspect_notebook(str(nb))
     assert "out_dir" in declared
     tiny = notebook.metadata["maelib"]["test_parameters"]
@@ -156,7 +161,7 @@ def test_a_notebook_alone_in_an_empty_folder_runs_as_in_colab(executed_notebooks
 
 
 def test_a_wrong_check_fails_a_strict_run_and_only_prints_otherwise(tmp_path, monkeypatch, capsys):
-    from maelib.notebook import CheckFailed, check
+    from maelib.course.notebook import CheckFailed, check
 
     monkeypatch.delenv("MAELIB_CHECKS", raising=False)
     assert check(2, 3, "two is three") is False and check(None, 3, "later") is False
@@ -179,13 +184,77 @@ def test_a_broken_parameter_fails_in_the_first_cell_with_a_clear_message(tmp_pat
     with pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(str(nb), str(tmp_path / "bad.ipynb"), cwd=str(NOTEBOOK_DIR), progress_bar=False,
                             parameters={"mask_ratio": 1.5, "out_dir": str(tmp_path / "out")})
-    assert "check_parameter(" in err.value.source  # the parameter-check cell, before any work
+    assert "start_notebook(" in err.value.source  # the notebook's start, right after its imports, before any work
     assert err.value.ename == "ValueError" and "mask_ratio" in err.value.evalue and "1.5" in err.value.evalue
+    assert "[0.0, 1.0)" in err.value.evalue  # the allowed range
     executed = read(tmp_path / "bad.ipynb")
     code = [c for c in executed.cells if c.cell_type == "code"]
     assert "setup" in code[0].metadata.get("tags", []) and "parameters" in code[1].metadata.get("tags", [])
     assert "injected-parameters" in code[2].metadata.get("tags", [])
-    assert code[3].source == err.value.source
+    assert code[4].source == err.value.source  # after the imports (code[3])
+
+
+CHILD = NOTEBOOK_DIR / "sweeps" / "ablation_run.ipynb"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS + [CHILD], ids=lambda p: p.stem)
+def test_declared_parameters_are_the_notebooks_parameters_cell(nb):
+    """maelib.course.parameters declares each notebook's parameters once: exactly the names of its `parameters`
+    cell, in that order; its default values and its tiny test parameters pass the declarations."""
+    from maelib.course.parameters import NOTEBOOK_PARAMETERS, check_parameters
+    from maelib.course.suite import defaults_of
+
+    assert list(pm.inspect_notebook(str(nb))) == list(NOTEBOOK_PARAMETERS[nb.stem])
+    defaults = defaults_of(nb)
+    check_parameters(nb.stem, defaults)
+    check_parameters(nb.stem, {**defaults, **read(nb).metadata["maelib"]["test_parameters"]})
+
+
+def test_the_suite_refuses_a_bad_parameter_before_running_a_notebook(tmp_path):
+    """`-p mask_ratio 1.5` stops `python -m maelib.course.suite` with maelib's message (the notebook, the
+    parameter, its range) before anything runs: no kernel, no output folder, no traceback."""
+    out = tmp_path / "suite"
+    result = subprocess.run([sys.executable, "-m", "maelib.course.suite", "--only", "01", "-p", "mask_ratio", "1.5",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    assert "01_patches_and_masking.ipynb: parameter mask_ratio must be in [0.0, 1.0), got 1.5" in result.stderr
+    assert "Traceback" not in result.stderr and "===" not in result.stdout and not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "05", "-p", "train_images", "600", "-p", "k", "700"],
+     r"05_probing_and_knn.ipynb: parameter k must be in \[1, 600\] \(at most train_images"),
+    (["--only", "06", "-p", "partial_blocks", "[0, -1]"], r"06_finetuning.ipynb: parameter partial_blocks\[1\] must be >= 0"),
+    (["--only", "04", "05", "-p", "05:test_images", "'2000'"], r"05_probing_and_knn.ipynb: parameter test_images must be int or None"),
+    (["--only", "08", "-p", "factors", "['mask_ratio', 'colour']"], r"08_ablations.ipynb: parameter factors\[1\] must be one of"),
+], ids=["cross-parameter", "list item", "type", "choices"])
+def test_the_suite_refuses_a_bad_parameter_of_any_kind(args, message, tmp_path):
+    from maelib.course.suite import main
+
+    with pytest.raises(SystemExit, match=message):
+        main([*args, "--out", str(tmp_path / "suite")])
+    assert not (tmp_path / "suite").exists()
+
+
+def test_start_notebook_checks_parameters_seeds_and_makes_the_folder(tmp_path, capsys):
+    import torch
+
+    from maelib.course.notebook import start_notebook
+
+    values = {"checkpoint": "", "arch": "mae_vit_mini_patch4_28", "epochs": 1, "train_images": 64, "test_images": 32,
+              "batch_size": 16, "base_lr": 2e-3, "layer_decay": 0.75, "drop_path": 0.1, "partial_blocks": "[0, 1]",
+              "partial_epochs": 1, "fallback_epochs": 1, "out_dir": str(tmp_path / "out"), "seed": 3}
+    namespace = dict(values)
+    out = start_notebook("06_finetuning", namespace)
+    assert out == tmp_path / "out" and out.is_dir() and "device:" in capsys.readouterr().out
+    assert namespace["partial_blocks"] == [0, 1]  # given as text (papermill -p), parsed and written back
+    first = torch.rand(1)
+    start_notebook("06_finetuning", dict(values))
+    assert torch.equal(torch.rand(1), first)  # seeded
+    with pytest.raises(ValueError, match=r"parameter batch_size must be in \[1, 64\] \(at most train_images"):
+        start_notebook("06_finetuning", {**values, "batch_size": 128})
+    with pytest.raises(TypeError, match="parameter epochs must be int, got True"):
+        start_notebook("06_finetuning", {**values, "epochs": True})
 
 
 def test_papermill_sweep_records_the_numbers(executed_notebooks):
@@ -199,7 +268,7 @@ def test_papermill_sweep_records_the_numbers(executed_notebooks):
 
 
 def test_runs_dir_and_output_dir(tmp_path, monkeypatch):
-    from maelib.notebook import output_dir, runs_dir
+    from maelib.course.notebook import output_dir, runs_dir
 
     monkeypatch.delenv("MAELIB_RUNS", raising=False)
     monkeypatch.chdir(NOTEBOOK_DIR)
@@ -230,8 +299,8 @@ def test_solutions_and_exercises_must_match(tmp_path):
 
 
 def test_the_ablation_child_notebook_runs_one_setting_through_the_sweep(tmp_path):
-    """Notebook 8's papermill child, run by maelib.sweep as one setting at its tiny parameters."""
-    from maelib.sweep import Setting, run_sweep
+    """Notebook 8's papermill child, run by maelib.experiments.sweep as one setting at its tiny parameters."""
+    from maelib.experiments.sweep import Setting, run_sweep
 
     child = NOTEBOOK_DIR / "sweeps" / "ablation_run.ipynb"
     tiny = read(child).metadata["maelib"]["test_parameters"]

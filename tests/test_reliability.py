@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import maelib
-from maelib.cli import main
 from maelib.data import (
     BatchTransform,
     KeyedBatch,
@@ -37,11 +36,13 @@ from maelib.data import (
     ResumableDataLoader,
     TensorImageDataset,
 )
+from maelib.data.sampling import collate_keyed
 from maelib.masking import MASKING, check_mask_ratio, num_kept, random_masking
 from maelib.model import MAEConfig, MaskedAutoencoder
-from maelib.modules import FineTuneModule, LinearProbeModule, MAEPretrainModule
 from maelib.patches import patchify, unpatchify
 from maelib.rng import batch_noise
+from maelib.train.cli import main
+from maelib.train.modules import FineTuneModule, LinearProbeModule, MAEPretrainModule
 
 TINY = "{depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"
 STEPS = 16  # 2 epochs of 512 images in global batches of 64
@@ -104,7 +105,7 @@ def cli_env(hooks: Path) -> dict:
 
 
 def pretrain_cmd(run_dir: Path, batch_size: int = 64, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "maelib.cli", "pretrain", "--trainer.default_root_dir", str(run_dir),
+    return [sys.executable, "-m", "maelib.train.cli", "pretrain", "--trainer.default_root_dir", str(run_dir),
             "--trainer.max_epochs", "2", "--model.arch_overrides", TINY, "--data.train_subset", "512",
             "--data.test_subset", "64", "--data.batch_size", str(batch_size), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1",
@@ -189,7 +190,7 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path)
     script = textwrap.dedent("""
         import io, os, signal, sys
         import torch
-        from maelib.cli import AtomicCheckpointIO
+        from maelib.train.cli import AtomicCheckpointIO
 
         path = sys.argv[1]
         writer = AtomicCheckpointIO()
@@ -216,7 +217,7 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path)
     assert ckpt["global_step"] == 1 and torch.equal(ckpt["w"], torch.ones(100_000))
     stale = list(path.parent.glob(".last.ckpt.*.tmp"))
     assert len(stale) == 1 and 0 < stale[0].stat().st_size < path.stat().st_size  # the half-written new one
-    from maelib.cli import AtomicCheckpointIO
+    from maelib.train.cli import AtomicCheckpointIO
 
     AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 3
@@ -370,7 +371,7 @@ def test_augmentation_does_not_depend_on_processes_or_workers():
         same_images = [ds.batch(KeyedBatch(range(16), keys.key(epoch, 0)))[0] for epoch in (0, 0, 1)]
         assert torch.equal(same_images[0], same_images[1]) and not torch.equal(same_images[0], same_images[2])
     torch.manual_seed(123)  # the global RNG plays no part, nor do worker processes
-    with_workers = [x for x, _ in ResumableDataLoader(ds, batch_sampler=ResumableBatchSampler(64, 16), num_workers=1)]
+    with_workers = [x for x, _, _ in ResumableDataLoader(ds, batch_sampler=ResumableBatchSampler(64, 16), num_workers=1)]
     assert len(with_workers) == len(whole) and all(torch.equal(a, b) for a, b in zip(with_workers, whole))
 
 
@@ -380,14 +381,15 @@ def test_masks_do_not_depend_on_processes(masking):
 
     def noise(batch_size, rank, world):
         sampler = ResumableBatchSampler(64, batch_size, seed=0, rank=rank, world_size=world)
-        module._trainer = SimpleNamespace(train_dataloader=SimpleNamespace(batch_sampler=sampler), current_epoch=1)
-        return batch_noise(module.batch_key(2), batch_size, module.model.noise_draw(module.mask_ratio))
+        sampler.set_epoch(1)
+        batch = collate_keyed(([(torch.zeros(1, 28, 28), 0)] * batch_size, list(sampler)[2].key))
+        _, _, key = module.split_batch(batch)  # the key as the training step reads it from its batch
+        return batch_noise(key, batch_size, module.model.noise_draw(module.mask_ratio))
 
     whole = noise(8, 0, 1)
     assert whole.shape == (8, 49)
     assert torch.equal(whole, torch.cat([noise(4, 0, 2), noise(4, 1, 2)]))
     assert torch.equal(whole, noise(8, 0, 1))
-    module._trainer = None
 
 
 def test_finetuning_reseeds_the_global_rngs_from_the_batch_key():
@@ -401,13 +403,11 @@ def test_finetuning_reseeds_the_global_rngs_from_the_batch_key():
         torch.manual_seed(history)
         np.random.seed(history)
         sampler = ResumableBatchSampler(64, 8, rank=rank, world_size=2)
-        module._trainer = SimpleNamespace(train_dataloader=SimpleNamespace(batch_sampler=sampler), current_epoch=0)
-        module.reseed_step(batch_idx)
+        module.reseed_step(list(sampler)[batch_idx].key)
         return torch.rand(3).tolist() + np.random.rand(2).tolist()
 
     assert draws(2, history=0) == draws(2, history=1)
     assert draws(2) != draws(3) and draws(2, rank=0) != draws(2, rank=1)
-    module._trainer = None
 
 
 # ------------------------------------------------------------------------------------------ 3. bad input

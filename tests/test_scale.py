@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 import maelib
-from maelib.callbacks import KNNMonitor
 from maelib.data import MAEDataModule, random_subset_loader
-from maelib.evaluate import FeatureDataModule, knn_accuracy, knn_predict
-from maelib.modules import MAEPretrainModule
+from maelib.evaluation import FeatureDataModule, knn_accuracy, knn_predict
+from maelib.train.callbacks import KNNMonitor
+from maelib.train.modules import MAEPretrainModule
 
 TINY = "{depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"
 CLASSES = 10
@@ -59,7 +59,7 @@ def class_ordered_folder(root: Path, per_class: int = 12) -> Path:
 
 def ddp_pretrain(run: Path, hooks: Path, *extra: str, timeout: int = 300) -> tuple[subprocess.CompletedProcess, float]:
     """`maelib pretrain` on two CPU processes (DDP, gloo), a tiny model, 256 images: 2 steps of 2 x 64 an epoch."""
-    cmd = [sys.executable, "-m", "maelib.cli", "pretrain", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+    cmd = [sys.executable, "-m", "maelib.train.cli", "pretrain", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
            "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(run), "--model.arch_overrides", TINY,
            "--data.train_subset", "256", "--data.test_subset", "64", "--data.batch_size", "64",
            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -142,20 +142,34 @@ def test_feature_datamodule_extracts_where_it_is_told(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ DDP
-def test_ddp_leaves_the_sincos_tables_and_an_unused_mask_token_alone():
-    """What DDP synchronises, read off a real DistributedDataParallel wrapper (one gloo process)."""
+def test_ddp_leaves_the_sincos_tables_and_an_unused_mask_token_alone(tmp_path):
+    """What DDP synchronises, through public routes: the CLI's named DDP strategy is built with
+    broadcast_buffers=False (the only buffers are the fixed sin-cos tables), and with `[M]` tokens in the encoder
+    the decoder's unused mask_token is frozen, so DDP leaves it out. Read off a real DistributedDataParallel
+    wrapper (one gloo process) built with the strategy's own arguments."""
     from torch.nn.parallel import DistributedDataParallel
 
+    from maelib.data import MAEDataModule
+    from maelib.train.cli import _make_cli
+
+    cli = _make_cli("pretrain", MAEPretrainModule, MAEDataModule,
+                    ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                     "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], 1)
+    ddp_kwargs = cli.trainer.strategy._ddp_kwargs  # what the strategy hands to DistributedDataParallel
+    assert ddp_kwargs["broadcast_buffers"] is False
     store = torch.distributed.HashStore()
     torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
         for mask_tokens in (False, True):
             module = MAEPretrainModule(arch_overrides={"depth": 1, "encoder_mask_tokens": mask_tokens})
-            ddp = DistributedDataParallel(module)
-            assert ddp.modules_buffers == []  # pos_embed and decoder_pos_embed: not broadcast at every forward
-            synced = {name for name, p in module.named_parameters() if any(p is q for q in ddp._module_parameters)}
-            assert ("model.mask_token" in synced) is not mask_tokens
-            assert "model.cls_token" in synced and "model.pos_embed" not in synced
+            ddp = DistributedDataParallel(module, **ddp_kwargs)
+            assert ddp.broadcast_buffers is False
+            assert {name for name, _ in module.named_buffers()} == {"model.pos_embed", "model.decoder_pos_embed"}
+            # DDP reduces the gradients of the parameters that require one, and with find_unused_parameters=False
+            # every one of them must get a gradient at each step (test_encoder_mask_tokens_train_under_ddp runs it)
+            reduced = {name for name, p in module.named_parameters() if p.requires_grad}
+            assert ("model.mask_token" in reduced) is not mask_tokens
+            assert "model.cls_token" in reduced and "model.pos_embed" not in reduced
     finally:
         torch.distributed.destroy_process_group()
 
@@ -234,7 +248,7 @@ def test_a_small_folder_of_one_size_is_decoded_once_into_memory(tmp_path):
     assert memory.in_memory and isinstance(memory.train_set, maelib.data.TensorImageDataset) and not disk.in_memory
     for (a, la), (b, lb) in zip(memory.val_dataloader(), disk.val_dataloader()):  # the same eval images
         assert torch.equal(la, lb) and torch.allclose(a, b, atol=1e-6)
-    imgs, _ = next(iter(memory.train_dataloader()))
+    imgs, _, _ = next(iter(memory.train_dataloader()))
     assert imgs.shape == (4, 1, 8, 8) and imgs.dtype == torch.float32
     Image.new("L", (9, 9)).save(root / "class_00" / "odd.png")
     with pytest.raises(ValueError, match="needs a folder of images of one size.*2 sizes \\(8x8, 9x9\\)"):
@@ -331,7 +345,7 @@ def test_the_finetuning_recipe_evaluates_on_the_val_folder_at_256_then_224(tmp_p
 def test_the_finetuning_cosine_ends_at_min_lr(tmp_path):
     import lightning as L
 
-    from maelib.modules import FineTuneModule
+    from maelib.train.modules import FineTuneModule
 
     root = rgb_folder(tmp_path / "train", per_class=8, size=(32, 32))
     dm = MAEDataModule(dataset="imagefolder", root=str(root), img_size=32, in_chans=3, batch_size=4, augment="mae")
@@ -388,7 +402,7 @@ def test_distributed_evaluation_scores_every_test_image_once(tmp_path, hooks):
     """Two processes each score their share of 101 test images (51 + 50): the summed accuracy is the saved
     classifier's own count over all 101, exactly, not a mean of the two shares' means."""
     run = tmp_path / "ft"
-    cmd = [sys.executable, "-m", "maelib.cli", "finetune", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+    cmd = [sys.executable, "-m", "maelib.train.cli", "finetune", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
            "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "1",
            "--model.arch", "mae_vit_mini_patch4_28", "--model.arch_overrides", TINY, "--data.train_subset", "256",
            "--data.test_subset", "101", "--data.batch_size", "32", "--data.distributed_eval", "true",

@@ -198,8 +198,8 @@ def test_notebook_pages_render_with_their_figures_and_api_links_in_chromium(site
                 assert not unresolved, f"{nb.stem}: API names without a page to link to: {unresolved}"
             page.goto(f"{base}notebooks/02_building_the_mae.html")
             page.screenshot(path=str(SCREENSHOTS / "site_notebook.png"))
-            page.goto(f"{base}api/maelib.viz.html#maelib.viz.show_reconstruction")
-            assert page.locator("[id='maelib.viz.show_reconstruction']").is_visible()
+            page.goto(f"{base}api/maelib.analysis.viz.html#maelib.analysis.viz.show_reconstruction")
+            assert page.locator("[id='maelib.analysis.viz.show_reconstruction']").is_visible()
             assert "Rows = images" in page.locator("main").inner_text()  # the docstring, as written
             page.screenshot(path=str(SCREENSHOTS / "site_api.png"))
         finally:

@@ -1,11 +1,11 @@
-"""maelib.stats: mean ± s.e., the pooled comparison with the baseline, and the per-factor table."""
+"""maelib.experiments.stats: mean ± s.e., the pooled comparison with the baseline, and the per-factor table."""
 
 import math
 import random
 
 import pytest
 
-from maelib.stats import compare, factor_table, format_table, mean_se, t_critical
+from maelib.experiments.stats import compare, factor_table, format_table, mean_se, t_critical
 
 
 def test_mean_se_by_hand():

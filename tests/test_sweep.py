@@ -1,4 +1,4 @@
-"""maelib.sweep: settings, parallel local runs, submitit's local executor, failures listed, resume after a kill."""
+"""maelib.experiments.sweep: settings, parallel local runs, submitit's local executor, failures listed, resume after a kill."""
 
 import os
 import signal
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from maelib.sweep import Setting, collect, one_at_a_time, run_sweep
+from maelib.experiments.sweep import Setting, collect, one_at_a_time, run_sweep
 
 TOY = '''
 import os, time
@@ -75,7 +75,7 @@ def test_submitit_local_executor(toy):
 
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_settings(toy):
     script = textwrap.dedent(f"""
-        from maelib.sweep import one_at_a_time, run_sweep
+        from maelib.experiments.sweep import one_at_a_time, run_sweep
         settings = one_at_a_time(dict(x=0.0), {{"x": [0.1, 0.2]}}, seeds=[0, 1])
         run_sweep(settings, {str(toy / 'out')!r}, fn="toy_run:toy", executor="processes", workers=1, threads=1)
     """)
@@ -106,7 +106,7 @@ def test_a_setting_can_run_as_a_papermill_child_notebook(tmp_path):
                                                            "display_name": "Python 3"}})
     parameters = "x = 1.0\nseed = 0\nthreads = 0\nout_dir = ''"
     nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("from maelib.notebook import record\nrecord(out_dir, knn_acc=x / 2, seed=seed)")]
+                nbformat.v4.new_code_cell("from maelib.course.notebook import record\nrecord(out_dir, knn_acc=x / 2, seed=seed)")]
     child = tmp_path / "child.ipynb"
     nbformat.write(nb, child)
     settings = [Setting("x", 3.0, 1, dict(x=3.0, seed=1))]
@@ -123,7 +123,7 @@ def test_collect_lists_settings_that_never_ran(tmp_path):
 def test_the_slurm_executor_asks_for_the_partition_gpus_time_and_array_parallelism(tmp_path, monkeypatch):
     """On a login node submitit finds `srun`; here a stand-in on PATH lets the SLURM executor be built, and its
     job-array script is checked line by line (no job is submitted)."""
-    from maelib.sweep import submitit_executor
+    from maelib.experiments.sweep import submitit_executor
 
     (tmp_path / "bin").mkdir()
     for tool in ("srun", "sbatch"):

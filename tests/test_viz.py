@@ -11,7 +11,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from maelib import analysis as A  # noqa: E402
-from maelib import create_model, viz  # noqa: E402
+from maelib import create_model  # noqa: E402
+from maelib.analysis import viz  # noqa: E402
 
 GREY = create_model("mae_vit_mini_patch4_28", depth=2)  # 4 heads
 COLOUR = create_model("mae_vit_tiny_patch4_32", depth=1, embed_dim=48)  # 3 heads

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from maelib.presets import NOTEBOOK_FILES
+from maelib.course.presets import NOTEBOOK_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "maelib", "configs", "notebooks")
@@ -63,7 +63,7 @@ def test_the_wheel_carries_the_presets_notebooks_and_weights(installed):
 SCRIPT = """
 import contextlib, io, json, sys
 import maelib
-from maelib.cli import console
+from maelib.train.cli import console
 out = {"file": maelib.__file__}
 for name, argv in {"presets": ["presets"], "copy": ["notebooks", "course"], "again": ["notebooks", "course"],
                    "wrong": ["pretrain", "--config", "fmnsit"]}.items():

@@ -12,13 +12,13 @@ import torch
 
 import maelib
 from maelib.analysis import reconstruction_baselines, seeded_noise
-from maelib.convert import to_timm_vit
 from maelib.data import PHOTO_REPEATS, MAEDataModule
-from maelib.download import hub_checkpoint_path
-from maelib.evaluate import FeatureDataModule
-from maelib.measure import run_check
-from maelib.photos import HELD_OUT_PHOTOS, PHOTO_SOURCES, load_photos, training_photos
-from maelib.zoo import ModelCard, unregister_pretrained
+from maelib.data.photos import HELD_OUT_PHOTOS, PHOTO_SOURCES, load_photos, training_photos
+from maelib.evaluation import FeatureDataModule
+from maelib.evaluation.cards import run_check
+from maelib.weights.convert import to_timm_vit
+from maelib.weights.download import hub_checkpoint_path
+from maelib.weights.zoo import ModelCard, unregister_pretrained
 
 SHIPPED = {
     "mae_vit_mini_patch4_28.fmnist_normpix",

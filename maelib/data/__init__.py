@@ -1,5 +1,5 @@
 """Data for MAE pretraining and evaluation: Fashion-MNIST (the offline default), CIFAR-10, STL-10, image folders,
-and the colour photos that ship inside installed packages (`maelib.photos`).
+and the colour photos that ship inside installed packages (`maelib.data.photos`).
 
     dm = MAEDataModule(dataset="fashion_mnist", img_size=28, in_chans=1, batch_size=256)
     dm.setup("fit")

@@ -9,8 +9,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..color import JITTER
 from . import sources
+from .color import JITTER
 from .datasets import _LAYOUT, ImageFileDataset, TensorImageDataset, cached_scan, decode_images, fits_in_memory
 from .sampling import ResumableBatchSampler, ResumableDataLoader, ShardSampler, _seeded_indices, _subset_indices
 from .sources import DATASETS, STATS, data_dir, find_fashion_mnist, load_fashion_mnist, load_torchvision
@@ -31,7 +31,7 @@ class MAEDataModule(L.LightningDataModule):
     """Train/val/test loaders of normalised images (B, in_chans, img_size, img_size) and int64 labels (B,).
 
     dataset: "fashion_mnist" (offline default), "cifar10", "stl10", "imagefolder" or "photos" (random crops of
-        the photos in `maelib.photos`, unlabelled: the training photos for training, the held-out ones for val/test).
+        the photos in `maelib.data.photos`, unlabelled: the training photos for training, the held-out ones for val/test).
     root: for fashion_mnist the folder with the IDX files (default: searched, see `find_fashion_mnist`); for
         cifar10/stl10 torchvision's root (default `data_dir()`); for imagefolder the folder root/class/image.
     img_size, in_chans: the model's input; images are resized/cropped and grey<->RGB converted to match.
@@ -39,7 +39,7 @@ class MAEDataModule(L.LightningDataModule):
         worker process competes with training. For image folders (decoding files) use 2..os.cpu_count().
     augment: "mae" (the paper's crop + flip), "mae_color" (crop + flip + colour jitter of strengths `jitter`,
         the paper's Table 1e), "flip", "none", or "finetune" (see auto_augment); crop_scale: RandomResizedCrop's scale range; jitter: the
-        brightness, contrast, saturation and hue strengths of "mae_color" (`maelib.color.JITTER`).
+        brightness, contrast, saturation and hue strengths of "mae_color" (`maelib.data.color.JITTER`).
     val_fraction: imagefolder only, the seeded held-out share used for val and test. The other datasets
         validate and test on their test split.
     val_root: imagefolder only, a separate folder of validation images with the same class folders (ImageNet's
@@ -262,7 +262,7 @@ class MAEDataModule(L.LightningDataModule):
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         h = self.hparams
         if h.dataset == "photos":
-            from ..photos import HELD_OUT_PHOTOS, load_photos, training_photos
+            from .photos import HELD_OUT_PHOTOS, load_photos, training_photos
 
             names = training_photos() if split == "train" else list(HELD_OUT_PHOTOS)
             which = "train" if split == "train" else "test"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
+from ..files import write_text_atomic
 from ..rng import AUGMENT, BatchKey
 from .transforms import BatchTransform
 
@@ -127,11 +127,9 @@ def cached_scan(root: str | Path, cache_dir: str | Path) -> tuple[list[tuple[str
         pass  # no cache yet, or one from another version: scan
     samples, classes, skipped = scan_image_folder(root)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": 1, "root": str(root), "signature": signature, "classes": classes,
-                                   "samples": samples}))
-        os.replace(tmp, cache)  # atomic: another process reads the old file or the new one, never half of one
+        # atomic: another process reads the old file or the new one, never half of one
+        write_text_atomic(cache, json.dumps({"version": 1, "root": str(root), "signature": signature,
+                                             "classes": classes, "samples": samples}))
     except OSError as e:  # a read-only cache folder only costs the next run a new scan
         log.warning("could not cache the file list of %s in %s: %s", root, cache.parent, e)
     return samples, classes, skipped

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from ..rng import ORDER, BatchKey, keyed_generator
 
@@ -126,9 +126,35 @@ class ResumableBatchSampler:
         self._resume, self._yielded = (epoch, done), done
 
 
+class _KeyedFetch(Dataset):
+    """`dataset`, fetched a `KeyedBatch` at a time, handing the batch's key on to the collate beside its items."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices: KeyedBatch) -> tuple[list, BatchKey]:
+        fetch = getattr(self.dataset, "__getitems__", None)
+        items = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        return items, indices.key
+
+
+def collate_keyed(fetched: tuple[list, BatchKey]) -> tuple[torch.Tensor, ...]:
+    """(items, key) -> (images, labels, key as an int64 tensor (6,)): the batch carries its key to the training
+    step (`BatchKey.from_tensor`), from the one place that made it, the sampler."""
+    items, key = fetched
+    return (*default_collate(items), key.as_tensor())
+
+
 class ResumableDataLoader(DataLoader):
-    """A DataLoader over a `ResumableBatchSampler`. Its `state_dict`/`load_state_dict` (the sampler's) tell
-    Lightning that it can resume in the middle of an epoch."""
+    """A DataLoader over a `ResumableBatchSampler`: each batch is (images, labels, key), the key being the
+    `BatchKey` that its augmentation was drawn from and that the training module draws its masks from. Its
+    `state_dict`/`load_state_dict` (the sampler's) tell Lightning that it can resume in the middle of an epoch."""
+
+    def __init__(self, dataset: Dataset, *, batch_sampler: ResumableBatchSampler, **kwargs) -> None:
+        super().__init__(_KeyedFetch(dataset), batch_sampler=batch_sampler, collate_fn=collate_keyed, **kwargs)
 
     def state_dict(self) -> dict:
         return self.batch_sampler.state_dict()

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from ..color import JITTER, color_jitter, jitter_params
 from ..rng import AUGMENT, BatchKey
+from .color import JITTER, color_jitter, jitter_params
 
 AUGMENTS = ("mae", "mae_color", "flip", "none", "finetune")  # "finetune": image folders only (timm, per image)
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL and torchvision convert RGB to grey

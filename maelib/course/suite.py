@@ -1,13 +1,15 @@
-"""Run the notebook suite headless with papermill: `make run` (or `python -m maelib.suite`).
+"""Run the notebook suite headless with papermill: `make run` (or `python -m maelib.course.suite`).
 
-    python -m maelib.suite                               # every notebook, default parameters, into runs/suite
-    python -m maelib.suite -p epochs 3 -p 05:pool mean   # a parameter for every notebook that has it / for one
-    python -m maelib.suite --only 01 03 --out runs/try   # some notebooks
+    python -m maelib.course.suite                               # every notebook, default parameters, into runs/suite
+    python -m maelib.course.suite -p epochs 3 -p 05:k 10        # a parameter for every notebook that has it / for one
+    python -m maelib.course.suite --only 01 03 --out runs/try   # some notebooks
 
-Each notebook runs in order into <out>/<notebook name>/ (the executed notebook, its figures and a
-results.json). Notebooks 5-7 start from the zoo's trained models by default (notebook 4 compares its own short
-run with them); `-p checkpoint PATH` gives them another. At the end <out>/summary.json gathers every notebook's
-wall seconds and results, and under "lessons" every lesson a notebook checked, with whether it held.
+Every notebook's parameters are checked first against their declarations (maelib.course.parameters): a bad
+`-p` stops the suite, naming the notebook, the parameter and its range, before anything runs. Then each notebook
+runs in order into <out>/<notebook name>/ (the executed notebook, its figures and a results.json). Notebooks 5-7
+start from the zoo's trained models by default (notebook 4 compares its own short run with them); `-p checkpoint
+PATH` gives them another. At the end <out>/summary.json gathers every notebook's wall seconds and results, and
+under "lessons" every lesson a notebook checked, with whether it held.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+from .parameters import check_parameters
+from .presets import resource_dir
+
+NOTEBOOKS = resource_dir("notebooks")  # the wheel's copy when installed, else the clone's notebooks/
 
 
 def parse_value(text: str):
@@ -50,6 +55,22 @@ def parameters_for(notebook: Path, overrides: list[tuple[str, str]], out_dir: Pa
     return params
 
 
+def defaults_of(notebook: Path) -> dict:
+    """The values of the notebook's `parameters` cell, {name: value}."""
+    import papermill as pm
+
+    return {name: parse_value(p["default"]) for name, p in pm.inspect_notebook(str(notebook)).items()}
+
+
+def refuse_bad_parameters(notebook: Path, params: dict) -> None:
+    """Exit with maelib's message (the notebook, the parameter, its allowed range) when `params` over the
+    notebook's defaults break its declarations in maelib.course.parameters; nothing has run then."""
+    try:
+        check_parameters(notebook.stem, {**defaults_of(notebook), **params})
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"{notebook.name}: {err}; nothing was run") from None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/suite"), help="where the results go")
@@ -65,12 +86,14 @@ def main(argv: list[str] | None = None) -> dict:
         notebooks = [nb for nb in notebooks if nb.stem[:2] in args.only]
     if not notebooks:
         raise SystemExit(f"no notebooks to run in {NOTEBOOKS}")
+    planned = {nb: parameters_for(nb, args.parameter, args.out / nb.stem) for nb in notebooks}
+    for nb, params in planned.items():  # every notebook's parameters, before any notebook runs
+        refuse_bad_parameters(nb, params)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"notebooks": {}, "lessons": {}}
-    for nb in notebooks:
+    for nb, params in planned.items():
         out_dir = args.out / nb.stem
         out_dir.mkdir(parents=True, exist_ok=True)
-        params = parameters_for(nb, args.parameter, out_dir)
         print(f"\n=== {nb.name} {json.dumps(params)}", flush=True)
         start = time.perf_counter()
         try:

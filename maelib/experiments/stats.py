@@ -79,7 +79,7 @@ def compare(values: Sequence[float], baseline: Sequence[float]) -> Comparison:
 def factor_table(rows: Sequence[dict], metrics: Sequence[str], baseline: dict) -> list[dict]:
     """Per factor and value: the seeds' mean ± s.e. of each metric and its `compare` with the baseline's seeds.
 
-    rows: a sweep's rows (`maelib.sweep.collect`), each with "factor" ("baseline", "reference" or a factor
+    rows: a sweep's rows (`maelib.experiments.sweep.collect`), each with "factor" ("baseline", "reference" or a factor
     name), "value" and the metrics; baseline: the baseline's settings, for the value each factor's baseline row
     shows. -> one dict per (factor, value), the baseline's row first in each factor, the reference last:
     {"factor", "value", "baseline": bool, "n", metric: mean, metric + "_se": s.e., metric + "_values": the

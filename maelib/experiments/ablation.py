@@ -1,10 +1,10 @@
 """One ablation run: pretrain one MAE variant on Fashion-MNIST, then measure what it learned.
 
-    from maelib.ablation import run_ablation
+    from maelib.experiments.ablation import run_ablation
     result = run_ablation(mask_ratio=0.25, steps=600, seed=1)   # -> dict, JSON-ready
-    result["knn_acc"], result["probe_acc"], result["val_loss"], result["predict_zero"]
+    result["knn_acc"], result["probe_acc"], result["val_loss"], result["target_predict_zero"]
 
-This is the function behind every row of notebook 8's sweep (`maelib.sweep` runs it once per setting, in
+This is the function behind every row of notebook 8's sweep (`maelib.experiments.sweep` runs it once per setting, in
 parallel processes or as SLURM jobs) and behind the child notebook `notebooks/sweeps/ablation_run.ipynb`,
 which shows the same steps one cell at a time. A run:
 
@@ -12,9 +12,9 @@ which shows the same steps one cell at a time. A run:
    design choices (Table 1: mask ratio, decoder depth and width, target, mask sampling, `[M]` tokens in the
    encoder, augmentation), with the paper's AdamW, warm-up and cosine schedule;
 2. measures the masked-patch loss on test images under fixed masks drawn with the variant's own strategy,
-   beside what it costs to learn nothing (`predict_zero`: zeros in the target space, the dataset's mean pixel
+   beside what it costs to learn nothing (`target_predict_zero`: zeros in the target space, the dataset's mean pixel
    or, for normalised pixels, each patch's own mean) and, for reference, to borrow each hidden patch's true
-   mean (`patch_mean`); a run whose loss is not clearly below predict-zero learned no more than the mean;
+   mean (`target_patch_mean`); a run whose loss is not clearly below predict-zero learned no more than the mean;
 3. evaluates the frozen encoder on unmasked images of a fixed subset, with the paper's protocol: the cls
    token's features, a linear probe (BatchNorm + linear, `linear_probe_head`) and a weighted k-NN (k = 20);
    and the same on the mean of the patch tokens (`*_mean`).
@@ -22,47 +22,38 @@ which shows the same steps one cell at a time. A run:
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
-import torch.nn.functional as F
 
-from .analysis import seeded_noise, target_patches
-from .evaluate import extract_features, knn_accuracy, linear_probe_head
+from ..analysis.reconstruction import target_patches
+from ..data import MAEDataModule
+from ..evaluation.features import extract_features
+from ..evaluation.knn import knn_accuracy
+from ..evaluation.probe import linear_probe
+from ..rng import seeded_noise
+from ..train.modules import FineTuneModule, MAEPretrainModule
+from ..train.trainer import quiet_trainer
+from ..weights.checkpoint import save_model
 
 DATA_SEED, VAL_MASK_SEED = 0, 1234  # the same images and validation masks in every run of a sweep
 LEARNED_MARGIN = 0.95  # "learned": a masked-patch loss below 95% of the predict-zero level
+PROBE_EPOCHS = 40  # the package's one probe (maelib.evaluation.probe), run longer: 2,000 features make 7 steps an epoch
 AUGMENTATIONS = {"none": "none", "crop": "mae", "crop+jitter": "mae_color"}  # the paper's Table 1e names
-
-
-def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
-                 num_classes: int = 10, epochs: int = 40, lr: float = 0.5, batch: int = 256, seed: int = 0) -> float:
-    """Accuracy (0-1) of the paper's probe head trained with SGD + momentum and a cosine schedule on cached
-    features. train, test: (features (N, D), labels (N,)). Well under a second for a few thousand features."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the head's initialisation
-    head = linear_probe_head(train[0].shape[1], num_classes)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(train[0]), generator=generator).split(batch):
-            opt.zero_grad()
-            F.cross_entropy(head(train[0][idx]), train[1][idx]).backward()
-            opt.step()
-        sched.step()
-    with torch.no_grad():
-        return (head.eval()(test[0]).argmax(1) == test[1]).float().mean().item()
 
 
 @torch.no_grad()
 def masked_loss_levels(model, loader, mask_ratio: float, seed: int = VAL_MASK_SEED) -> dict[str, float]:
     """The model's masked-patch loss on `loader`'s images under seeded masks of its own strategy, and two levels
-    in the same target space that need no learning: `predict_zero` (a prediction of zeros: the dataset's mean
-    pixel, or for normalised-pixel targets, each patch's own mean) and `patch_mean` (each hidden patch predicted
-    by its true mean, borrowed; equal to predict_zero for normalised-pixel targets). -> dict of floats."""
+    in the same target space that need no learning: `target_predict_zero` (a prediction of zeros: the dataset's mean
+    pixel, or for normalised-pixel targets, each patch's own mean) and `target_patch_mean` (each hidden patch predicted
+    by its true mean, borrowed; equal to target_predict_zero for normalised-pixel targets). -> dict of floats."""
     device = next(model.parameters()).device
-    sums = dict(val_loss=0.0, predict_zero=0.0, patch_mean=0.0)
+    sums = dict(val_loss=0.0, target_predict_zero=0.0, target_patch_mean=0.0)
     count = 0
     for i, (x, _) in enumerate(loader):
         x = x.to(device)
@@ -71,9 +62,9 @@ def masked_loss_levels(model, loader, mask_ratio: float, seed: int = VAL_MASK_SE
         target = target_patches(model, x).float()  # (N, L, p*p*C), normalised per patch for norm-pix
         hidden = mask.sum()
         sums["val_loss"] += loss.item() * len(x)  # the same number of hidden patches in every image
-        sums["predict_zero"] += ((target.pow(2).mean(-1) * mask).sum() / hidden).item() * len(x)
+        sums["target_predict_zero"] += ((target.pow(2).mean(-1) * mask).sum() / hidden).item() * len(x)
         centred = target - target.mean(-1, keepdim=True)
-        sums["patch_mean"] += ((centred.pow(2).mean(-1) * mask).sum() / hidden).item() * len(x)
+        sums["target_patch_mean"] += ((centred.pow(2).mean(-1) * mask).sum() / hidden).item() * len(x)
         count += len(x)
     return {k: v / count for k, v in sums.items()}
 
@@ -83,16 +74,6 @@ def finetune_accuracy(model, *, epochs: int, images: int, test_images: int, batc
     """Test accuracy (0-1) after fine-tuning a copy of `model`'s encoder end to end on `images` labelled
     training images for `epochs` epochs, with notebook 6's recipe (global average pooling, layer decay 0.75,
     drop path 0.1, label smoothing 0.1, AdamW with warm-up and cosine; flips only). The model is untouched."""
-    import tempfile
-    from pathlib import Path
-
-    import lightning as L
-
-    from .checkpoint import save_model
-    from .data import MAEDataModule
-    from .modules import FineTuneModule
-    from .notebook import precision
-
     L.seed_everything(seed, verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(model, Path(tmp) / "mae.safetensors")
@@ -102,10 +83,7 @@ def finetune_accuracy(model, *, epochs: int, images: int, test_images: int, batc
     c = model.config
     data = MAEDataModule(img_size=c.img_size, in_chans=c.in_chans, batch_size=min(batch_size, images),
                          train_subset=images, test_subset=test_images, augment="flip", seed=DATA_SEED)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, precision=precision())
-    trainer.fit(module, datamodule=data)
+    quiet_trainer(max_epochs=epochs).fit(module, datamodule=data)
     net = module.net.eval()
     device = next(net.parameters()).device
     correct = total = 0
@@ -132,17 +110,12 @@ def run_ablation(*, mask_ratio: float = 0.75, decoder_depth: int = 1, decoder_em
     images (`finetune_acc`; 0: skip, the default: it costs about as much as the pretraining).
     threads: torch's intra-op threads for this process (1 when two runs share two cores). -> a JSON-ready dict.
     """
-    import lightning as L
 
-    from .data import MAEDataModule
-    from .modules import MAEPretrainModule
-    from .notebook import precision, quiet_lightning
 
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, got {augmentation!r}")
     if threads is not None:
         torch.set_num_threads(threads)
-    quiet_lightning()
     L.seed_everything(seed, verbose=False)
     variant = dict(mask_ratio=mask_ratio, decoder_depth=decoder_depth, decoder_embed_dim=decoder_embed_dim,
                    norm_pix_loss=norm_pix_loss, masking=masking, encoder_mask_tokens=encoder_mask_tokens)
@@ -153,9 +126,7 @@ def run_ablation(*, mask_ratio: float = 0.75, decoder_depth: int = 1, decoder_em
                          augment=AUGMENTATIONS[augmentation], seed=DATA_SEED)
     data.setup()  # load the images now, so that the timing below is training only
 
-    trainer = L.Trainer(max_steps=steps, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, precision=precision())
+    trainer = quiet_trainer(max_steps=steps)
     start = time.perf_counter()
     if steps:
         trainer.fit(module, datamodule=data)
@@ -177,10 +148,10 @@ def run_ablation(*, mask_ratio: float = 0.75, decoder_depth: int = 1, decoder_em
         **variant, augmentation=augmentation, seed=seed, steps=steps, batch_size=batch_size, base_lr=base_lr,
         train_images=train_images, num_patches=model.config.num_patches, encoder_tokens=encoder_tokens,
         knn_acc=knn_accuracy(*features["cls"][0], *features["cls"][1], k=20),
-        probe_acc=linear_probe(*features["cls"], seed=seed),
+        probe_acc=linear_probe(*features["cls"], epochs=PROBE_EPOCHS, seed=seed),
         knn_acc_mean=knn_accuracy(*features["mean"][0], *features["mean"][1], k=20),
-        probe_acc_mean=linear_probe(*features["mean"], seed=seed), finetune_acc=finetune_acc,
-        **levels, learned=None if steps == 0 else bool(levels["val_loss"] < LEARNED_MARGIN * levels["predict_zero"]),
+        probe_acc_mean=linear_probe(*features["mean"], epochs=PROBE_EPOCHS, seed=seed), finetune_acc=finetune_acc,
+        **levels, learned=None if steps == 0 else bool(levels["val_loss"] < LEARNED_MARGIN * levels["target_predict_zero"]),
         train_loss=trainer.callback_metrics["train/loss"].item() if steps else None,
         train_seconds=round(train_seconds, 2),
         images_per_second=round(steps * batch_size / train_seconds, 1) if steps else None,

@@ -1,136 +1,75 @@
-"""The numbers behind the pictures: reconstructions, errors, attention and feature maps (pure functions).
+"""Attention weights on demand.
 
-Everything here returns tensors or arrays; `maelib.viz` turns them into figures. Model-driven functions run
-in eval mode under `torch.no_grad()` and put the model back in the mode it was in.
+The blocks run timm's fused attention (scaled_dot_product_attention), which never materialises the
+attention matrix. To look at it, `capture_attention` hooks the chosen blocks for the duration of a
+`with` statement and recomputes softmax(q k^T / sqrt(d)) from each block's own input. Outside the `with`
+nothing is hooked, so the normal path costs nothing extra.
 
-    out = reconstruct(model, imgs, mask_ratio=0.75)           # masked, reconstruction, pasted, mask, loss
+    with capture_attention(model) as attn:
+        model.forward_features(imgs)
+    attn[11]  # (N, heads, 1+L, 1+L) for block 11
+
+and the maps built from them (pure functions):
+
     attn, ids_keep = attention_maps(model, imgs)              # {block: (N, heads, 1+L, 1+L)}
     cls_map = cls_attention_map(attn[3], grid=7)              # (N, heads, 7, 7)
     rollout = attention_rollout(attn)                         # (N, 1+L, 1+L), rows sum to 1
     dist = attention_distances(model, imgs)                   # (depth, heads) mean distance in pixels
-
-Shapes: N images, L = grid**2 patches, T tokens (1 + L unmasked, 1 + L_keep masked), D feature width.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from .attention import capture_attention
-from .masking import check_mask_ratio, kept_indices
-from .patches import mask_to_image  # noqa: F401 (public here too: maelib.analysis.mask_to_image)
-from .rng import seeded_noise  # noqa: F401 (public here too: maelib.analysis.seeded_noise)
+from ..masking import check_mask_ratio, kept_indices
+from .reconstruction import evaluating, model_device
 
 
-# ---------------------------------------------------------------------------------------------- helpers
+def attention_weights(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Recompute a timm Attention module's weights for its input x: (N, T, D) -> (N, heads, T, T)."""
+    n, t, _ = x.shape
+    qkv = attn.qkv(x).reshape(n, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # (3, N, h, T, hd)
+    q, k, _ = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    logits = (q * attn.scale) @ k.transpose(-2, -1)  # (N, h, T, T)
+    return logits.float().softmax(dim=-1)
+
+
 @contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no_grad inside the `with`; the model's training flag is restored afterwards."""
-    was_training = model.training
-    model.eval()
+def capture_attention(
+    model: nn.Module, blocks: Iterable[int] | None = None, part: str = "encoder"
+) -> Iterator[dict[int, torch.Tensor]]:
+    """Record attention weights of `blocks` (default: all) of the "encoder" or "decoder" while inside the `with`.
+
+    Yields a dict {block index: (N, heads, T, T)} filled by each forward pass (the latest pass wins).
+    Works for masked passes too: then T = 1 + number of visible patches, in the shuffled order.
+    """
+    stack = {"encoder": "blocks", "decoder": "decoder_blocks"}.get(part)
+    if stack is None:
+        raise ValueError(f"part must be 'encoder' or 'decoder', got {part!r}")
+    layers = getattr(model, stack)
+    chosen = range(len(layers)) if blocks is None else list(blocks)
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+    for i in chosen:
+        if not -len(layers) <= i < len(layers):
+            raise IndexError(f"the {part} has {len(layers)} blocks; block {i} does not exist")
+        index = i % len(layers)
+
+        def hook(module: nn.Module, args: tuple, index: int = index) -> None:
+            with torch.no_grad():
+                captured[index] = attention_weights(module, args[0]).detach()
+
+        handles.append(layers[index].attn.register_forward_pre_hook(hook))
     try:
-        with torch.no_grad():
-            yield model
+        yield captured
     finally:
-        model.train(was_training)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's parameters (images are moved there)."""
-    return next(model.parameters()).device
-
-
-def target_patches(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
-    """What the model is trained to predict: (N, L, p*p*C) pixels, per-patch normalised for norm_pix models
-    (`MaskedAutoencoder.loss_target`)."""
-    return model.loss_target(imgs)
-
-
-# ---------------------------------------------------------------------------------------------- reconstruction
-def reconstruct(
-    model: nn.Module, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None
-) -> dict[str, torch.Tensor]:
-    """Run the MAE once and return everything needed to show it. imgs: (N, C, H, W) in model input space.
-
-    Returns a dict of tensors (on the model's device):
-      masked (N, C, H, W)          the input with hidden patches set to 0 (the dataset mean if inputs are normalised)
-      reconstruction (N, C, H, W)  the prediction of every patch as an image; norm_pix predictions are scaled
-                                   back with each true patch's mean and std (see MaskedAutoencoder.pred_to_images)
-      pasted (N, C, H, W)          reconstruction with the visible patches copied from the input
-      mask (N, L)                  1 = hidden;  mask_map (N, 1, H, W) the same per pixel
-      pred (N, L, p*p*C)           raw predictions (target space);  loss () the model's loss
-    """
-    with evaluating(model):
-        imgs = imgs.to(model_device(model))
-        loss, pred, mask = model(imgs, mask_ratio, noise)
-        recon = model.pred_to_images(pred, imgs)
-        mask_map = mask_to_image(mask, model.config.patch_size).to(imgs.dtype)
-        return dict(
-            masked=imgs * (1 - mask_map),
-            reconstruction=recon,
-            pasted=model.paste_visible(imgs, recon, mask),
-            mask=mask,
-            mask_map=mask_map,
-            pred=pred,
-            loss=loss,
-        )
-
-
-def patch_errors(
-    model: nn.Module,
-    imgs: torch.Tensor,
-    mask_ratio: float | None = None,
-    noise: torch.Tensor | None = None,
-    space: str = "target",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-patch reconstruction MSE and the mask. -> errors (N, grid, grid), mask (N, grid, grid) with 1 = hidden.
-
-    space="target": against what the model is trained on (normalised patches for norm_pix models); the mean
-    over hidden patches is then the model's loss. space="pixel": against the input pixels, with norm_pix
-    predictions un-normalised by the true patch statistics (so only shape/texture errors remain).
-    Errors are given for every patch; the visible ones are usually near-trivial for a trained model.
-    """
-    if space not in ("target", "pixel"):
-        raise ValueError(f"space must be 'target' or 'pixel', got {space!r}")
-    out = reconstruct(model, imgs, mask_ratio, noise)
-    with torch.no_grad():
-        imgs = imgs.to(out["pred"].device)
-        if space == "target":
-            err = (out["pred"].float() - target_patches(model, imgs).float()).pow(2).mean(dim=-1)
-        else:
-            err = (model.patchify(out["reconstruction"]) - model.patchify(imgs)).float().pow(2).mean(dim=-1)
-    g = model.config.grid_size
-    return err.reshape(-1, g, g), out["mask"].reshape(-1, g, g)
-
-
-def error_vs_mask_ratio(
-    model: nn.Module,
-    imgs: torch.Tensor,
-    ratios: Sequence[float] = (0.25, 0.5, 0.75, 0.9),
-    repeats: int = 3,
-    seed: int = 0,
-    space: str = "target",
-) -> torch.Tensor:
-    """Mean MSE over hidden patches at each mask ratio, averaged over `repeats` seeded masks. -> (len(ratios),)
-
-    Repeat k uses the noise of seed + k at every ratio, so results are reproducible and comparable.
-    A ratio that hides nothing (0.0) gives NaN.
-    """
-    means = []
-    for ratio in ratios:
-        ratio = check_mask_ratio(ratio)
-        per_repeat = []
-        for k in range(repeats):
-            noise = seeded_noise(model, imgs.shape[0], ratio, seed + k)
-            err, mask = patch_errors(model, imgs, ratio, noise, space=space)
-            per_repeat.append((err * mask).sum() / mask.sum() if mask.sum() > 0 else torch.tensor(float("nan")))
-        means.append(torch.stack([v.cpu() for v in per_repeat]).mean())
-    return torch.stack(means)
+        for h in handles:
+            h.remove()
 
 
 # ---------------------------------------------------------------------------------------------- attention
@@ -295,43 +234,3 @@ def attention_distances(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
     attn, _ = attention_maps(model, imgs)
     c = model.config
     return torch.stack([mean_attention_distance(attn[i], c.grid_size, c.patch_size) for i in sorted(attn)])
-
-
-# ---------------------------------------------------------------------------------------------- features
-def pca_rgb(patch_features: torch.Tensor | np.ndarray, grid: int | None = None) -> np.ndarray:
-    """Patch features (N, L, D) -> (N, grid, grid, 3) colours in [0, 1].
-
-    One PCA is fitted on all patches of the batch, so colours are comparable across images; each of the
-    first 3 components is min-max scaled to [0, 1] (a component that is constant, or missing, is 0).
-    """
-    from sklearn.decomposition import PCA
-
-    x = np.asarray(torch.as_tensor(patch_features).detach().cpu().float())
-    n, num_patches, dim = x.shape
-    grid = grid or int(round(num_patches**0.5))
-    flat = x.reshape(n * num_patches, dim)
-    k = min(3, dim, flat.shape[0])
-    comps = np.zeros((flat.shape[0], 3))
-    with np.errstate(divide="ignore", invalid="ignore"):  # constant features: sklearn divides by 0 variance
-        comps[:, :k] = PCA(n_components=k).fit_transform(flat)
-    lo, hi = comps.min(axis=0), comps.max(axis=0)
-    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
-    return ((comps - lo) / span).clip(0, 1).reshape(n, grid, grid, 3)
-
-
-def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """Image features (N, D) -> (N, 2) with PCA or t-SNE (perplexity capped for small N), seeded."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    x = np.asarray(torch.as_tensor(features).detach().cpu().float())
-    if method == "pca":
-        return PCA(n_components=2, random_state=seed).fit_transform(x)
-    if method == "tsne":
-        perplexity = min(30.0, max(1.0, (x.shape[0] - 1) / 3))
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
-    raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
-
-
-# The reconstruction baselines live in their own file; imported here, where the notebooks look for them.
-from .baselines import interpolate_hidden, mean_colour_baseline_mse, reconstruction_baselines  # noqa: E402,F401

@@ -15,100 +15,30 @@ import argparse
 import json
 import os
 import pickle
-import secrets
-import stat
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_write
+from ..model import MAEConfig, MaskedAutoencoder
+from ..pos_embed import resize_pos_embed
+from ..registry import create_model
 from .convert import to_timm_vit
-from .model import MAEConfig, MaskedAutoencoder
-from .pos_embed import resize_pos_embed
-from .registry import create_model
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "encoder_mask_token", "blocks.", "norm.")
 POS_EMBED_KEYS = ("pos_embed", "decoder_pos_embed")
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call write(tmp_path) then rename onto `path`, so a crash mid-write never leaves a truncated file.
-
-    The temporary file (".<name>.<random>.tmp") is in the same folder, so the rename is atomic; it is flushed
-    to disk first, so the renamed file is whole even after a power cut. A process killed mid-write leaves the
-    old `path` untouched and the temporary file behind (`remove_stale_temporaries` clears those).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:  # like tempfile.mkstemp, but with the umask's permissions (mkstemp makes files private, 0600)
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            break
-        except FileExistsError:
-            continue
-    mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0666 less the umask, as open() would give
-    try:
-        write(tmp)
-        os.chmod(tmp, mode)  # writers that replace the file (safetensors' save_file) leave it private (0600)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that `atomic_write(path, ...)` calls killed mid-write left next to `path`.
-    Only call it when no other process is writing `path`."""
-    path = Path(path)
-    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
-@contextmanager
-def run_dir_lock(run_dir: str | os.PathLike):
-    """Hold an exclusive lock on a run directory (`.maelib.lock`, with the holder's pid) while a run writes there,
-    so that two runs cannot overwrite each other's checkpoints and logs: a second process is refused, naming the
-    first. Released at the end of the block, or when the process dies. POSIX (fcntl.flock)."""
-    import fcntl
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / ".maelib.lock"
-    f = open(lock, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise RuntimeError(
-            f"{run_dir} is in use by another maelib run ({holder}), which is writing its checkpoints and logs there. "
-            "Wait for it to finish, or give this run its own directory: --trainer.default_root_dir runs/<new name>"
-        ) from None
-    try:
-        f.seek(0), f.truncate(), f.write(f"pid {os.getpid()}"), f.flush()
-        yield lock
-    finally:
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-        f.close()
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load tensors (and safetensors metadata) from .safetensors, .pth or .ckpt without running code.
 
     Unwraps the usual containers: {"model": ...} (official MAE), {"state_dict": ...} (Lightning, whose
-    "model." prefix is removed). A zoo name (`maelib.list_pretrained()`) stands for its file.
+    "model." prefix is removed). For a zoo name, resolve it first: `maelib.weights.weights_file(name)` (maelib.weights.zoo).
     """
-    path = checkpoint_file(path)
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     kind = file_format(path)  # by content, whatever the name says
@@ -180,23 +110,16 @@ def stored_config(path, text: str, **overrides) -> MAEConfig:
 
 def checkpoint_config(path: str | os.PathLike) -> MAEConfig | None:
     """The MAEConfig stored in a maelib .safetensors file, read from its header alone (no tensors are loaded);
-    None when the file carries none (a state dict from elsewhere). A zoo name stands for its file."""
+    None when the file carries none (a state dict from elsewhere)."""
     from safetensors import safe_open
 
-    path = checkpoint_file(path)
+    path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             text = (f.metadata() or {}).get("config")
     except SafetensorError as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); was it truncated?") from e
     return None if text is None else stored_config(path, text)
-
-
-def checkpoint_file(path: str | os.PathLike) -> Path:
-    """`path`, or the local file of the zoo model so named (an official one is downloaded the first time)."""
-    from .zoo import is_pretrained_name, pretrained_path
-
-    return pretrained_path(str(path)) if is_pretrained_name(path) else Path(path)
 
 
 def load_weights(
@@ -299,17 +222,11 @@ def load_classifier(path: str | os.PathLike):
     return net.eval()
 
 
-def load_model(path: str | os.PathLike, arch: str | None = None, **overrides) -> MaskedAutoencoder:
+def load_model_file(path: str | os.PathLike, arch: str | None = None, **overrides) -> MaskedAutoencoder:
     """Rebuild a MaskedAutoencoder from a file: maelib's .safetensors or a maelib Lightning .ckpt carry their
     config; for other files (official .pth, bare state dicts) name the architecture with `arch`.
     Config fields can be overridden, e.g. img_size=56 (position embeddings are resized). A zoo name
-    (`maelib.list_pretrained()`, e.g. "official:mae_visualize_vit_large") loads that model."""
-    from .zoo import is_pretrained_name, load_pretrained, pretrained_card
-
-    if is_pretrained_name(path):
-        if pretrained_card(str(path)).kind != "mae":
-            raise ValueError(f"{path} is a classifier, not an MAE: load it with maelib.load_pretrained({str(path)!r})")
-        return load_pretrained(str(path), **overrides)
+    (`maelib.list_pretrained()`) is resolved one layer up, by `maelib.load_model` (`maelib.weights.zoo`)."""
     state_dict, metadata = read_state_dict(path)
     if "config" in metadata:
         model = MaskedAutoencoder(stored_config(path, metadata["config"], **overrides))

@@ -1,6 +1,6 @@
 """Click-to-mask: an anywidget that hides the patches you click and shows what a trained MAE makes of them.
 
-    from maelib.mask_widget import MaskPainter
+    from maelib.analysis.mask_widget import MaskPainter
     painter = MaskPainter(maelib.load_pretrained("mae_vit_mini_patch4_28.fmnist_pixel"), image)  # image (C, H, W)
     painter                               # in a notebook: the image with its patch grid, the reconstruction, a readout
     painter.hidden = [3, 10, 17]          # or from Python (papermill, nbval): the same as clicking those patches
@@ -31,8 +31,8 @@ import torch
 import traitlets
 from PIL import Image
 
-from .analysis import model_device, reconstruct
-from .masking import MASKING, chosen_noise, random_masking
+from ..masking import MASKING, chosen_noise, random_masking
+from .reconstruction import model_device, reconstruct
 from .viz import Stats, borrowed_note, to_display
 
 PRESETS = ("random", "block", "grid", "clear")  # the buttons; the first three hide PRESET_RATIO of the patches

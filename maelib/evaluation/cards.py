@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from .analysis import reconstruction_baselines, seeded_noise
-from .data import STATS, MAEDataModule, crop_params, random_resized_crop
-from .evaluate import FeatureDataModule, knn_accuracy
+from ..analysis.baselines import reconstruction_baselines
+from ..data import STATS, MAEDataModule, crop_params, random_resized_crop
+from ..rng import seeded_noise
+from .features import FeatureDataModule
+from .knn import knn_accuracy
 
 
 def knn_check(checkpoint: str | None = None, *, arch: str | None = None, pixels: bool = False, pool: str = "mean",
@@ -42,7 +44,7 @@ def photo_test_crops(n: int = 96, *, img_size: int = 64, seed: int = 0,
     normalised with the ImageNet statistics: (n, 3, img_size, img_size). No model of the zoo has seen the
     held-out photos. The crops are drawn with one bicubic sample per pixel (antialias=False), as when the zoo's
     cards were measured on them: a fixed test set, kept as it was."""
-    from .photos import HELD_OUT_PHOTOS, load_photos
+    from ..data.photos import HELD_OUT_PHOTOS, load_photos
 
     photos = load_photos(HELD_OUT_PHOTOS if names is None else names, size=2 * img_size).float() / 255
     g = torch.Generator().manual_seed(seed)
@@ -76,7 +78,7 @@ def classifier_accuracy(net: torch.nn.Module, *, test: int | None = 2000, seed: 
 
 def run_check(card) -> float:
     """Repeat a zoo card's quick check (card.check["what"]): "knn", "reconstruction" or "classifier"."""
-    from .zoo import load_pretrained
+    from ..weights.zoo import load_pretrained
 
     c = card.check
     if c["what"] == "knn":

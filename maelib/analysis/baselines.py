@@ -2,6 +2,9 @@
 
     errors = reconstruction_baselines(model, imgs, mask_ratio=0.75)   # {"model": ..., "predict_zero": ..., ...}
 
+(Input space: `predict_zero` here is zeros in normalised pixels. The ablations score in the *target* space
+instead, `target_predict_zero` in maelib.experiments.ablation: the same for pixel targets, per-patch for norm-pix.)
+
 Every number is a mean squared error over the hidden patches, in the model's input space (normalised pixels),
 so the model's own error can stand beside them: predict zero (the dataset's mean colour), each image's mean
 visible colour, the visible pixels interpolated into the holes, and (borrowed) each hidden patch's true mean.
@@ -12,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .analysis import mask_to_image, reconstruct
-from .patches import patchify
+from ..patches import patchify
+from .reconstruction import mask_to_image, reconstruct
 
 
 def mean_colour_baseline_mse(imgs: torch.Tensor, mask: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The notebooks' exercises and their solutions, kept apart so that no answer shows on the page.
 
 Each exercise has a cell for the learner's answer, tagged `exercise-N`, followed by a cell that checks it with
-`maelib.notebook.check` against a value that maelib computes. The solutions live in one file per notebook,
+`maelib.course.notebook.check` against a value that maelib computes. The solutions live in one file per notebook,
 `notebooks/solutions/<notebook>.py`, one `# %% exercise-N` section per tagged cell:
 
     solutions = load_solutions("notebooks/02_building_the_mae.ipynb")   # {"exercise-1": "decoder_tokens = ..."}

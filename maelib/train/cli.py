@@ -8,7 +8,7 @@ Every setting comes from the classes' signatures and can be given as a flag or i
     maelib knn --data.checkpoint runs/pretrain/model.safetensors --k 20
     maelib finetune --model.checkpoint runs/pretrain/model.safetensors --trainer.max_epochs 5
     maelib pretrain --help
-    maelib ablate --preset quick       # the paper's ablations as a seeded sweep (maelib.sweep)
+    maelib ablate --preset quick       # the paper's ablations as a seeded sweep (maelib.experiments.sweep)
 
 Each run writes into its run directory (`--trainer.default_root_dir`, default runs/<command>): logs (CSV and
 TensorBoard, one version per run or resume), Lightning checkpoints (checkpoints/last.ckpt; continue with `--resume last`), the trained model
@@ -35,6 +35,7 @@ import os
 import pickle
 import sys
 import time
+import traceback
 import warnings
 import zipfile
 from pathlib import Path
@@ -45,31 +46,33 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
-from .callbacks import AtomicCheckpointIO, KNNMonitor, LastCheckpoint, ReconstructionLogger
-from .checkpoint import (
-    atomic_write,
+from ..course.presets import notebooks_command, presets_command, resolve_config_args
+from ..data import MAEDataModule
+from ..evaluation.features import FeatureDataModule
+from ..evaluation.knn import knn_accuracy
+from ..files import run_dir_lock, write_text_atomic
+from ..model import MAEConfig
+from ..registry import model_config
+from ..weights.checkpoint import (
     checkpoint_config,
-    checkpoint_file,
     file_format,
     read_state_dict,
-    run_dir_lock,
     save_classifier,
     save_model,
     stored_config,
 )
-from .data import MAEDataModule
-from .evaluate import FeatureDataModule, knn_accuracy
-from .model import MAEConfig
+from ..weights.zoo import weights_file
+from .callbacks import AtomicCheckpointIO, KNNMonitor, LastCheckpoint, ReconstructionLogger
 from .modules import FineTuneModule, LinearProbeModule, MAEPretrainModule
-from .presets import notebooks_command, presets_command, resolve_config_args
-from .registry import model_config
+from .trainer import precision
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
     """Write the run's final numbers to <run_dir>/metrics.json (atomically) and print where they are."""
     clean = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
-    path = atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(clean, indent=2) + "\n"))
+    path = write_text_atomic(run_dir / "metrics.json", json.dumps(clean, indent=2) + "\n")
     print(f"metrics: {json.dumps(clean)}\nwritten to {path}")
     return path
 
@@ -77,11 +80,12 @@ def write_metrics(run_dir: Path, metrics: dict) -> Path:
 def input_config(arch: str | None, arch_overrides: dict | None, checkpoint: str | None = None) -> MAEConfig:
     """The model config a run will use (from its checkpoint if it has one), to size the data to it."""
     if checkpoint is not None:
-        if file_format(checkpoint_file(checkpoint)) == "safetensors":
-            config = checkpoint_config(checkpoint)  # the header alone
+        path = weights_file(checkpoint)  # a zoo name's file, or the path itself
+        if file_format(path) == "safetensors":
+            config = checkpoint_config(path)  # the header alone
         else:
-            config = read_state_dict(checkpoint)[1].get("config")
-            config = config if config is None else stored_config(checkpoint, config)
+            config = read_state_dict(path)[1].get("config")
+            config = config if config is None else stored_config(path, config)
         if config is not None:
             return MAEConfig.from_dict({**config.to_dict(), **(arch_overrides or {})})
     if arch is None:
@@ -121,7 +125,7 @@ class MAECLI(LightningCLI):
             parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs):
-        config = self._get(self.config_init, "trainer", default={})
+        config = self.config_init.get("trainer") or {}  # run=False: no subcommand level in the namespace
         run_dir = Path(config.get("default_root_dir") or f"runs/{self.command}")
         kwargs["default_root_dir"] = str(run_dir)
         if config.get("logger") in (None, True):
@@ -139,6 +143,13 @@ class MAECLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         kwargs["plugins"] = plugins
+        strategy = config.get("strategy")
+        if isinstance(strategy, str) and strategy in StrategyRegistry and issubclass(
+                StrategyRegistry[strategy]["strategy"], DDPStrategy):
+            # The same DDP strategy, told not to broadcast buffers at every forward: maelib's only buffers are the
+            # fixed sin-cos position tables, identical on every process by construction.
+            entry = StrategyRegistry[strategy]
+            kwargs["strategy"] = entry["strategy"](**{**entry["init_params"], "broadcast_buffers": False})
         if getattr(self.datamodule, "on_the_fly", False):  # linprobe --data.augment mae: images, not features
             kwargs["use_distributed_sampler"] = False  # its ResumableBatchSampler shares the batches out itself
         return super().instantiate_trainer(**kwargs)
@@ -166,7 +177,7 @@ class MAECLI(LightningCLI):
 def _trainer_defaults(max_epochs: int, own_sampler: bool) -> dict:
     return {
         "max_epochs": max_epochs,
-        "precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
+        "precision": precision(),  # the one rule (maelib.train.trainer): bf16 from Ampere on, fp16 before, fp32 on CPU
         "log_every_n_steps": 10,
         # MAEDataModule's ResumableBatchSampler shares batches out over processes itself; Lightning would try to
         # put a DistributedSampler inside it (and fail). Other loaders keep Lightning's DistributedSampler.
@@ -189,9 +200,35 @@ def _make_cli(command: str, model_class, data_class, args: list[str], max_epochs
     )
 
 
-# How a collective fails when another process of the run is gone (gloo on CPU, NCCL on GPU).
-_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted",
-              "Watchdog caught collective operation timeout", "NCCL error")
+def raised_by_a_collective(error: BaseException) -> bool:
+    """Whether `error` came out of a torch.distributed collective, which in a multi-process run means that a peer
+    is gone or timed out. NCCL raises the public `torch.distributed.DistError`; gloo (the CPU backend) raises a
+    plain RuntimeError, so for it the traceback tells: it passes through torch.distributed's own code. Pinned by
+    tests/test_reliability.py::test_a_dying_process_takes_the_ddp_run_down (gloo, two CPU processes)."""
+    if isinstance(error, torch.distributed.DistError):
+        return True
+    package = os.path.dirname(torch.distributed.__file__)
+    return any(frame.filename.startswith(package) for frame in traceback.extract_tb(error.__traceback__))
+
+
+def check_resumes_this_model(ckpt_path: str, module) -> None:
+    """Refuse, before any training, a checkpoint whose weights are not the ones this run's module builds (other
+    names or shapes), naming both and the fix. Read with weights_only and memory-mapped: nothing is unpickled
+    and a large checkpoint is not copied into memory."""
+    if "://" in ckpt_path or Path(ckpt_path).is_dir():
+        return  # a remote or sharded checkpoint: Lightning checks it as it loads
+    stored = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    wanted = module.state_dict()
+    missing = sorted(set(wanted) - set(stored))
+    unexpected = sorted(set(stored) - set(wanted))
+    resized = sorted(k for k in set(wanted) & set(stored) if tuple(wanted[k].shape) != tuple(stored[k].shape))
+    if missing or unexpected or resized:
+        found = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for what, keys in
+                          (("missing", missing), ("unexpected", unexpected), ("other shapes", resized)) if keys)
+        raise ValueError(
+            f"--resume {ckpt_path}: that checkpoint is of another model than this run builds ({found}). Resume with "
+            "the --model settings (or --config) it was trained with, or start a new run in another "
+            "--trainer.default_root_dir")
 
 
 def _fit(cli: MAECLI) -> float:
@@ -201,6 +238,8 @@ def _fit(cli: MAECLI) -> float:
     # A checkpoint is data: resuming never runs code from it (torch.load(weights_only=True); maelib's hold none).
     safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
     try:
+        if ckpt_path is not None:
+            check_resumes_this_model(ckpt_path, cli.model)
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, **safe)
     except pickle.UnpicklingError as e:
         raise ValueError(
@@ -208,13 +247,7 @@ def _fit(cli: MAECLI) -> float:
             "unpickling them could run arbitrary code. Checkpoints written by maelib never do; resume from one of "
             f"those (--resume last), or load just the weights of a trusted file. Details: {e}") from e
     except RuntimeError as e:
-        if ckpt_path is not None and "Error(s) in loading state_dict" in str(e):
-            lines = str(e).splitlines()
-            raise ValueError(
-                f"--resume {ckpt_path}: that checkpoint is of another model than this run builds ({lines[0]} "
-                f"{' '.join(line.strip() for line in lines[1:3])} ...). Resume with the --model settings (or "
-                "--config) it was trained with, or start a new run in another --trainer.default_root_dir") from e
-        if trainer.world_size > 1 and any(s in str(e) for s in _PEER_LOST):
+        if trainer.world_size > 1 and raised_by_a_collective(e):
             raise RuntimeError(
                 f"process {trainer.global_rank} of {trainer.world_size} lost contact with another process of this run, "
                 "which stopped (an error, out of memory, or killed: its own message, if it could write one, is "
@@ -313,8 +346,8 @@ def knn(args: list[str]) -> dict:
 
 
 def ablate(args: list[str]) -> dict:
-    """`maelib ablate`: a preset's ablation sweep (maelib.ablation_design), on this machine or on SLURM."""
-    from .ablation_design import ablate_command
+    """`maelib ablate`: a preset's ablation sweep (maelib.experiments.ablation_design), on this machine or on SLURM."""
+    from ..experiments.ablation_design import ablate_command
 
     return ablate_command(args)
 

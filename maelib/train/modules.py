@@ -25,17 +25,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from .checkpoint import load_model
-from .convert import to_timm_vit
-from .data import ResumableBatchSampler
-from .data.checks import check_classes_fit, check_input_fits, data_hparam, train_labels
-from .evaluate import linear_probe_head
-from .masking import check_mask_ratio
-from .model import MaskedAutoencoder
+from ..data.checks import check_classes_fit, check_input_fits, data_hparam, train_labels
+from ..masking import check_mask_ratio
+from ..model import MaskedAutoencoder
+from ..registry import create_model
+from ..rng import STEP, BatchKey, batch_noise, fixed_noise
+from ..validate import check_loss, check_positive
+from ..weights.convert import to_timm_vit
+from ..weights.zoo import load_model
 from .optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine_scheduler, warmup_steps, weight_decay_groups
-from .registry import create_model
-from .rng import STEP, BatchKey, batch_noise, fixed_noise
-from .validate import check_loss
 
 
 class ScheduledModule(L.LightningModule):
@@ -75,15 +73,15 @@ class ScheduledModule(L.LightningModule):
     def log_lr(self) -> None:
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
 
-    def batch_key(self, batch_idx: int) -> BatchKey | None:
-        """The key of the training batch being processed, when the batches come from a `ResumableBatchSampler`
-        (MAEDataModule): its epoch is the trainer's and its index `batch_idx`, which Lightning restores on a
-        resume to the batch the sampler resumes at. None for other loaders."""
-        trainer = self._trainer
-        sampler = getattr(trainer.train_dataloader, "batch_sampler", None) if trainer is not None else None
-        if not isinstance(sampler, ResumableBatchSampler):
-            return None
-        return sampler.key(trainer.current_epoch, batch_idx)
+    @staticmethod
+    def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None, BatchKey | None]:
+        """(inputs, labels or None, key or None) of a training batch: MAEDataModule's training batches are
+        (images, labels, key), the key being the `BatchKey` that the sampler made and the augmentation was drawn
+        from (`maelib.data.sampling.collate_keyed`); other loaders give (inputs, labels) or bare inputs."""
+        if not isinstance(batch, (list, tuple)):
+            return batch, None, None
+        key = BatchKey.from_tensor(batch[2]) if len(batch) > 2 else None
+        return batch[0], batch[1] if len(batch) > 1 else None, key
 
     def attached_datamodule(self):
         """The trainer's datamodule, or None."""
@@ -115,12 +113,10 @@ class MAEPretrainModule(ScheduledModule):
         super().__init__()
         if mask_ratio is not None:
             check_mask_ratio(mask_ratio)
+        check_positive("base_lr", base_lr, flag="--model.base_lr")
         self.save_hyperparameters()
         self.model: MaskedAutoencoder = create_model(arch, **(arch_overrides or {}))
-        # What DDP should leave alone (it reads this attribute of the module it wraps): the fixed sin-cos tables,
-        # identical on every process, which it would otherwise broadcast from rank 0 at every forward; and, with
-        # `[M]` tokens in the encoder, the decoder's mask_token, which is then unused and which DDP would refuse.
-        self._ddp_params_and_buffers_to_ignore = [f"model.{name}" for name in self.model.fixed_or_unused()]
+        self.compiled = False  # set once torch.compile has wrapped the model's forward (`setup`)
 
     def setup(self, stage: str) -> None:
         c = self.model.config
@@ -131,8 +127,9 @@ class MAEPretrainModule(ScheduledModule):
         on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         pays = on_cuda and self.model.num_params() >= COMPILE_MIN_PARAMS
         wanted = pays if self.hparams.compile is None else self.hparams.compile
-        if stage == "fit" and wanted and self.model._compiled_call_impl is None:
+        if stage == "fit" and wanted and not self.compiled:
             self.model.compile()  # in place: parameter names, checkpoints and exports stay as they are
+            self.compiled = True
 
     @property
     def mask_ratio(self) -> float:
@@ -140,9 +137,8 @@ class MAEPretrainModule(ScheduledModule):
         return self.model.config.mask_ratio if self.hparams.mask_ratio is None else self.hparams.mask_ratio
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        imgs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        imgs, _, key = self.split_batch(batch)
         # masks keyed by the batch (maelib.rng.batch_noise); without keys the model draws from the global RNG
-        key = self.batch_key(batch_idx)
         noise = None if key is None else batch_noise(key, len(imgs), self.model.noise_draw(self.mask_ratio))
         loss, _, _ = self.model(imgs, mask_ratio=self.mask_ratio, noise=None if noise is None else noise.to(imgs.device))
         # averaged over processes: with DDP the logged curve is the global batch's loss, as on one process
@@ -198,18 +194,18 @@ class ClassifierModule(ScheduledModule):
         """Raise before training if the dataset's classes or labels do not fit the head."""
         check_classes_fit(datamodule, self.hparams.num_classes, type(self).__name__, labels=stage == "fit")
 
-    def reseed_step(self, batch_idx: int) -> None:
+    @staticmethod
+    def reseed_step(key: BatchKey | None) -> None:
         """Reseed torch's and numpy's global RNGs from the batch key (drop path, mixup/cutmix), so this step's
         randomness does not depend on what ran before it (e.g. a resume). Each process gets its own seed."""
-        key = self.batch_key(batch_idx)
         if key is not None:
             seed = key.seed_for(STEP, key.rank)
             torch.manual_seed(seed)
             np.random.seed(seed % 2**32)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        self.reseed_step(batch_idx)
+        x, y, key = self.split_batch(batch)
+        self.reseed_step(key)
         if self.mixup is not None:
             x, soft = self.mixup(x, y)  # mixed images, smoothed one-hot targets
             loss = torch.sum(-soft * F.log_softmax(self(x), dim=-1), dim=-1).mean()
@@ -220,7 +216,7 @@ class ClassifierModule(ScheduledModule):
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:
-        x, y = batch
+        x, y = batch[:2]
         logits = self(x)
         loss, acc = self.scores[f"{stage}_loss"], self.scores[f"{stage}_acc"]
         loss.update(F.cross_entropy(logits, y), weight=len(y))
@@ -233,6 +229,15 @@ class ClassifierModule(ScheduledModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+
+def linear_probe_head(dim: int, num_classes: int) -> nn.Sequential:
+    """The paper's probe: BatchNorm without affine parameters (it just whitens features), then a linear layer
+    initialised with std 0.01."""
+    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+    nn.init.trunc_normal_(head[1].weight, std=0.01)
+    nn.init.zeros_(head[1].bias)
+    return head
 
 
 class LinearProbeModule(ClassifierModule):
@@ -255,6 +260,7 @@ class LinearProbeModule(ClassifierModule):
         super().__init__()
         if optimizer not in ("lars", "sgd"):
             raise ValueError(f"optimizer must be 'lars' or 'sgd', got {optimizer!r}")
+        check_positive("base_lr", base_lr, flag="--model.base_lr")
         self.save_hyperparameters()
         self.net = linear_probe_head(feature_dim, num_classes)
 
@@ -322,6 +328,7 @@ class FineTuneModule(ClassifierModule):
         fc_norm: str = "encoder",
     ) -> None:
         super().__init__(label_smoothing=label_smoothing)
+        check_positive("base_lr", base_lr, flag="--model.base_lr")
         self.save_hyperparameters()
         if checkpoint is not None:
             mae = load_model(checkpoint, arch=arch, **(arch_overrides or {}))

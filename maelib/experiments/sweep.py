@@ -1,6 +1,6 @@
 """A sweep: one function (or one papermill child notebook) run once per setting, on this machine or on SLURM.
 
-    from maelib import sweep
+    from maelib.experiments import sweep
     settings = sweep.one_at_a_time(baseline, factors, seeds=[0, 1, 2])
     result = sweep.run_sweep(settings, "runs/ablations", executor="processes", workers=2)
     result.rows, result.failed            # every setting's results; the ones that failed, with their error
@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from ..files import write_text_atomic
 
 EXECUTORS = ("inline", "processes", "local", "slurm")
 RESULTS, FAILED = "results.json", "failed.json"
@@ -86,9 +88,7 @@ def resolve(fn: str | Callable) -> Callable:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)  # atomic: a killed run leaves no half-written results
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")  # a killed run leaves no half-written results
 
 
 def run_setting(setting: Setting, out_dir: str, fn: str | Callable, threads: int | None = None,
@@ -96,7 +96,7 @@ def run_setting(setting: Setting, out_dir: str, fn: str | Callable, threads: int
     """Run one setting and write its results.json (or failed.json). Runs inside the worker or the cluster job.
 
     With `notebook`, the setting's params go to that papermill child notebook instead of `fn`; the child
-    writes its numbers with `maelib.notebook.record` into its out_dir, <run dir>/notebook.
+    writes its numbers with `maelib.course.notebook.record` into its out_dir, <run dir>/notebook.
     """
     run_dir = Path(out_dir) / setting.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def _report(progress: Callable[[str], None] | None, done: int, total: int, setti
 
 
 def run_sweep(settings: Sequence[Setting], out_dir: str | os.PathLike, *,
-              fn: str | Callable = "maelib.ablation:run_ablation", executor: str = "processes", workers: int = 2, threads: int | None = None,
+              fn: str | Callable = "maelib.experiments.ablation:run_ablation", executor: str = "processes", workers: int = 2, threads: int | None = None,
               notebook: str | None = None, slurm: dict | None = None,
               progress: Callable[[str], None] | str | None = "print") -> SweepResult:
     """Run the settings that have no results yet, then gather all of them (see the module docstring).

@@ -10,11 +10,12 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .checkpoint import atomic_write, remove_stale_temporaries
-from .data import random_subset_loader
-from .evaluate import extract_features, knn_accuracy
-from .model import check_pool
-from .rng import seeded_noise
+from ..data import random_subset_loader
+from ..evaluation.features import extract_features
+from ..evaluation.knn import knn_accuracy
+from ..files import atomic_write, remove_stale_temporaries
+from ..model import check_pool
+from ..rng import seeded_noise
 
 
 class KNNMonitor(L.Callback):
@@ -69,7 +70,7 @@ class ReconstructionLogger(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        from .viz import save_figure, show_reconstruction
+        from ..analysis.viz import save_figure, show_reconstruction
 
         dm = trainer.datamodule
         imgs = next(iter(random_subset_loader(dm.val_dataloader(), self.num_images, self.seed)))[0][: self.num_images]
@@ -90,7 +91,7 @@ class ReconstructionLogger(L.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written atomically: torch.save to a temporary file in the same folder, flushed to
-    disk, then renamed over the target (`maelib.checkpoint.atomic_write`). A kill at any point leaves either the
+    disk, then renamed over the target (`maelib.weights.checkpoint.atomic_write`). A kill at any point leaves either the
     old checkpoint or the new one, whole. (Lightning's own writer stages the file in the system's temporary
     folder and moves it, which is a copy -- not atomic -- when that is another file system.)
 

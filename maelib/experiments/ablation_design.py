@@ -1,13 +1,13 @@
 """The ablation study's design: the baseline, the factors of the paper's Table 1, two presets, the paper's numbers
 and its claims, checked against a sweep's statistics.
 
-    from maelib.ablation_design import PRESETS, settings_for, check_claims
-    settings = settings_for("quick")                       # -> [maelib.sweep.Setting], 3 seeds each
-    result = maelib.sweep.run_sweep(settings, out_dir)
-    table = maelib.stats.factor_table(result.rows, ["knn_acc", "probe_acc"], PRESETS["quick"]["baseline"])
+    from maelib.experiments.ablation_design import PRESETS, settings_for, check_claims
+    settings = settings_for("quick")                       # -> [maelib.experiments.sweep.Setting], 3 seeds each
+    result = maelib.experiments.sweep.run_sweep(settings, out_dir)
+    table = maelib.experiments.stats.factor_table(result.rows, ["knn_acc", "probe_acc"], PRESETS["quick"]["baseline"])
     for claim in check_claims(table, "probe_acc"): print(claim["text"], claim["verdict"])
 
-Presets (Fashion-MNIST; `maelib.ablation.run_ablation` runs one setting):
+Presets (Fashion-MNIST; `maelib.experiments.ablation.run_ablation` runs one setting):
 
     quick  the CPU default inside `make run`: the three factors of the paper's main lessons (mask ratio 25 / 75%,
            target, mask tokens in the encoder), 3 seeds, 400 steps of 64 images, on the mini ViT at half width
@@ -21,7 +21,9 @@ Presets (Fashion-MNIST; `maelib.ablation.run_ablation` runs one setting):
 
 from __future__ import annotations
 
-from .sweep import Setting, one_at_a_time
+from ..files import write_text_atomic
+from .stats import compare, factor_table, format_table
+from .sweep import EXECUTORS, Setting, one_at_a_time, run_sweep
 
 BASELINE = dict(mask_ratio=0.75, decoder_depth=1, decoder_embed_dim=96, norm_pix_loss=True, masking="random",
                 encoder_mask_tokens=False, augmentation="crop")
@@ -103,7 +105,6 @@ def check_claims(table: list[dict], metric: str = "probe_acc") -> list[dict]:
     """Each of the paper's directions (`CLAIMS`) that the table can test: our difference (better - worse) on
     `metric`, mean ± pooled s.e. of the seeds, and a verdict: "holds" (same sign, 95% interval excludes zero),
     "reversed" (opposite sign, resolved) or "not resolved" (the interval includes zero)."""
-    from .stats import compare
 
     runs = {}  # (factor, value) -> the row of the factor table
     for row in table:
@@ -120,14 +121,13 @@ def check_claims(table: list[dict], metric: str = "probe_acc") -> list[dict]:
     return out
 
 
-METRICS = ("knn_acc", "probe_acc", "knn_acc_mean", "probe_acc_mean", "finetune_acc", "val_loss", "predict_zero",
+METRICS = ("knn_acc", "probe_acc", "knn_acc_mean", "probe_acc_mean", "finetune_acc", "val_loss", "target_predict_zero",
            "train_seconds")
 
 
 def summarise(rows: list[dict], failed: list[dict] | None = None, baseline: dict = BASELINE, metrics=METRICS) -> dict:
     """A sweep's rows -> a JSON-ready summary: the factor table (mean ± s.e., vs baseline) and the claims on the
     probe, on k-NN and, where the runs fine-tuned, on fine-tuning. The same summary `maelib ablate` exports."""
-    from .stats import factor_table
 
     table = factor_table(rows, list(metrics), baseline)
     claims = [c for metric in ("probe_acc", "knn_acc", "finetune_acc") for c in check_claims(table, metric)]
@@ -176,7 +176,6 @@ def run_preset(preset: str, out_dir: str, *, executor: str = "processes", worker
                threads: int | None = None, seeds: int | None = None, factors: list[str] | None = None,
                notebook: str | None = None, slurm: dict | None = None, **budget) -> dict:
     """Run (or resume) a preset's sweep and summarise it: settings_for -> run_sweep -> summarise."""
-    from .sweep import run_sweep
 
     settings = settings_for(preset, seeds=seeds, factors=factors, **budget)
     result = run_sweep(settings, out_dir, executor=executor, workers=workers, threads=threads, notebook=notebook,
@@ -191,14 +190,11 @@ def run_preset(preset: str, out_dir: str, *, executor: str = "processes", worker
 
 # ------------------------------------------------------------------ the `maelib ablate` command
 def ablate_command(args: list[str]) -> dict:
-    """`maelib ablate`: a preset's ablation sweep (maelib.ablation_design), on this machine or on SLURM."""
+    """`maelib ablate`: a preset's ablation sweep (maelib.experiments.ablation_design), on this machine or on SLURM."""
     import argparse
     import json
     from pathlib import Path
 
-    from .checkpoint import atomic_write
-    from .stats import factor_table, format_table
-    from .sweep import EXECUTORS
 
     parser = argparse.ArgumentParser(prog="maelib ablate", description=ablate_command.__doc__ + """
 
@@ -244,6 +240,6 @@ Rerunning the same command resumes: settings with results are skipped.""",
         print(f"runs that did not learn past predicting zero: {', '.join(summary['unlearned'])}")
     for path in [Path(out) / "summary.json"] + ([Path(cfg.export)] if cfg.export else []):
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str) + "\n"))
+        write_text_atomic(path, json.dumps(summary, indent=1, default=str) + "\n")
         print(f"summary written to {path}")
     return summary

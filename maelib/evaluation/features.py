@@ -1,4 +1,5 @@
-"""Frozen-feature evaluation: feature extraction, weighted k-NN, the linear-probe head, cached features."""
+"""Frozen features: what an encoder (or the raw pixels, its honest baseline) turns images into, once and cached, for
+k-NN and the linear probe."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from typing import Iterable
 import lightning as L
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from .checkpoint import load_model
-from .data import MAEDataModule
-from .model import MAEConfig, MaskedAutoencoder, check_pool
-from .registry import create_model, model_config
+from ..data import MAEDataModule
+from ..model import MAEConfig, MaskedAutoencoder, check_pool
+from ..registry import create_model, model_config
+from ..weights.zoo import load_model
 
 
 @torch.no_grad()
@@ -39,50 +39,6 @@ def extract_features(
     finally:
         model.train(was_training)
     return torch.cat(feats), torch.cat(labels)
-
-
-@torch.no_grad()
-def knn_predict(
-    train_feats: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_feats: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
-    num_classes: int | None = None,
-    chunk: int = 1024,
-) -> torch.Tensor:
-    """Weighted k-NN (Wu et al., 2018; DINO): cosine similarity, the k nearest vote with weight exp(sim / T).
-
-    train_feats: (N, D), train_labels: (N,), test_feats: (M, D) -> predicted labels (M,), on the device of
-    `train_feats` (the features' own: a bank on the GPU stays there). Any float dtype; scored in float32.
-    """
-    device = train_feats.device
-    num_classes = num_classes or int(train_labels.max()) + 1
-    k = min(k, len(train_feats))
-    train = F.normalize(train_feats.float(), dim=1)
-    train_labels = train_labels.to(device)
-    preds = []
-    for start in range(0, len(test_feats), chunk):
-        sims = F.normalize(test_feats[start : start + chunk].to(device).float(), dim=1) @ train.T  # (m, N)
-        top_sims, top_idx = sims.topk(k, dim=1)  # (m, k)
-        votes = torch.zeros(len(sims), num_classes, device=device)
-        votes.scatter_add_(1, train_labels[top_idx], (top_sims / temperature).exp())
-        preds.append(votes.argmax(1))
-    return torch.cat(preds)
-
-
-def knn_accuracy(
-    train_feats: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_feats: torch.Tensor,
-    test_labels: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
-) -> float:
-    """Top-1 accuracy (0-1) of `knn_predict` on labelled test features."""
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    preds = knn_predict(train_feats, train_labels, test_feats, k, temperature, num_classes)
-    return (preds == test_labels.to(preds.device)).float().mean().item()
 
 
 def pca_project(train: torch.Tensor, test: torch.Tensor, dims: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,15 +66,6 @@ class RawPixels(nn.Module):
 
     def features(self, imgs: torch.Tensor, pool: str = "cls") -> torch.Tensor:
         return imgs.flatten(1)
-
-
-def linear_probe_head(dim: int, num_classes: int) -> nn.Sequential:
-    """The paper's probe: BatchNorm without affine parameters (it just whitens features), then a linear layer
-    initialised with std 0.01."""
-    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
-    nn.init.trunc_normal_(head[1].weight, std=0.01)
-    nn.init.zeros_(head[1].bias)
-    return head
 
 
 class FeatureDataModule(L.LightningDataModule):
@@ -274,14 +221,15 @@ class FeatureDataModule(L.LightningDataModule):
         Cached features pass unchanged."""
         if not self.on_the_fly:
             return batch
-        imgs, labels = self.images.on_after_batch_transfer(batch, dataloader_idx)[:2]  # uint8 -> normalised
+        batch = self.images.on_after_batch_transfer(batch, dataloader_idx)  # uint8 -> normalised
+        imgs, labels = batch[:2]
         param = next(self.encoder.parameters(), None)
         if param is not None and param.device != imgs.device:
             self.encoder.to(imgs.device)  # once: the encoder is frozen, so it is not part of the LightningModule
         self.encoder.eval()
         with torch.autocast(imgs.device.type, torch.bfloat16, enabled=imgs.device.type == "cuda"):
             feats = self.encoder.features(imgs, pool=self.pool)
-        return feats.float(), labels
+        return (feats.float(), labels, *batch[2:])  # a training batch keeps its key (the probe reseeds from it)
 
     def state_dict(self) -> dict:
         """augment="mae": where the image datamodule's training order stands, for `--resume`."""

@@ -27,7 +27,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+from ..model import MaskedAutoencoder
+from ..registry import create_model
+from .checkpoint import load_classifier, load_model_file, load_official, read_state_dict
+from .convert import from_hf, to_timm_vit
+from .download import download_checkpoint
+
+WEIGHTS_DIR = Path(__file__).parent  # the shipped .safetensors and their .json cards sit beside this file
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OFFICIAL_LICENCE = "CC-BY-NC 4.0 (facebookresearch/mae): non-commercial use"
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/mae"
@@ -181,8 +187,6 @@ def pretrained_path(name: str, *, progress: bool = True) -> Path:
             raise FileNotFoundError(f"zoo model {name!r}: its weights file {path} is missing; reinstall maelib")
         return path
     if card.url:
-        from .download import download_checkpoint
-
         return download_checkpoint(card.url, card.md5 or None, progress=progress)
     raise ValueError(f"zoo model {name!r} has no file: it is loaded from the Hugging Face hub ({card.hf_id})")
 
@@ -192,10 +196,6 @@ def load_pretrained(name: str, *, progress: bool = True, **overrides):
 
     overrides: config fields for an MAE, e.g. img_size=448 (position embeddings are resized), mask_ratio=0.5.
     The card stays reachable as `maelib.pretrained_card(name)`."""
-    from .checkpoint import load_classifier, load_model, load_official, read_state_dict
-    from .convert import from_hf, to_timm_vit
-    from .registry import create_model
-
     card = pretrained_card(name)
     if card.source == "huggingface":
         if overrides:
@@ -214,7 +214,25 @@ def load_pretrained(name: str, *, progress: bool = True, **overrides):
         if overrides:
             raise ValueError(f"{name} is a classifier: it takes no config overrides")
         return load_classifier(path)
-    return load_model(path, **overrides)
+    return load_model_file(path, **overrides)
+
+
+def weights_file(source: str | os.PathLike, *, progress: bool = True) -> Path:
+    """The local file behind `source`: a zoo name's file (an official one downloaded the first time), or
+    `source` itself as a path. Every loader that accepts "a zoo name or a file" resolves through here."""
+    return pretrained_path(str(source), progress=progress) if is_pretrained_name(source) else Path(source)
+
+
+def load_model(source: str | os.PathLike, arch: str | None = None, **overrides) -> MaskedAutoencoder:
+    """A MaskedAutoencoder from a zoo name (`maelib.list_pretrained()`, e.g. "official:mae_visualize_vit_large")
+    or a file: maelib's .safetensors and Lightning .ckpt carry their config; for other files (official .pth,
+    bare state dicts) name the architecture with `arch`. Config fields can be overridden, e.g. img_size=56
+    (position embeddings are resized)."""
+    if is_pretrained_name(source):
+        if pretrained_card(str(source)).kind != "mae":
+            raise ValueError(f"{source} is a classifier, not an MAE: load it with maelib.load_pretrained({str(source)!r})")
+        return load_pretrained(str(source), **overrides)
+    return load_model_file(source, arch, **overrides)
 
 
 _register_builtin()

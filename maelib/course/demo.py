@@ -1,6 +1,6 @@
 """A short, real MAE pretraining run on Fashion-MNIST that ends with reconstruction figures.
 
-    python -m maelib.demo --steps 120 --out runs/demo
+    python -m maelib.course.demo --steps 120 --out runs/demo
 
 It trains the teaching model (`mae_vit_mini_patch4_28`) with maelib's Lightning module for a short run of
 steps (120 by default: under a minute on a 2-core CPU) and saves reconstructions of held-out images before and after.
@@ -17,10 +17,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .checkpoint import save_model
-from .data import MAEDataModule
-from .modules import MAEPretrainModule
-from .viz import save_figure, show_reconstruction
+from ..analysis.viz import save_figure, show_reconstruction
+from ..data import MAEDataModule
+from ..files import write_text_atomic
+from ..train.modules import MAEPretrainModule
+from ..train.trainer import quiet_trainer
+from ..weights.checkpoint import save_model
 
 
 def figure(model, imgs, dm, title: str, path: Path) -> Path:
@@ -46,10 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths = [figure(module.model, imgs, dm, "before training", args.out / "reconstruction_before.png")]
 
     epochs = -(-args.steps // len(dm.train_dataloader()))  # enough epochs to reach the step count
-    trainer = L.Trainer(
-        max_steps=args.steps, max_epochs=epochs, accelerator="auto", logger=False, enable_checkpointing=False,
-        limit_val_batches=0, enable_model_summary=False, default_root_dir=str(args.out),
-    )
+    trainer = quiet_trainer(max_steps=args.steps, max_epochs=epochs, progress=True, default_root_dir=str(args.out))
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     seconds = time.perf_counter() - start
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         val_loss = sum(model(x)[0].item() for x, _ in dm.val_dataloader()) / len(dm.val_dataloader())
     summary = {"steps": args.steps, "seconds": round(seconds, 1), "images_per_second": round(args.steps * 256 / seconds),
                "val_loss": round(val_loss, 4)}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"\nMAE demo: {json.dumps(summary)}")
     for p in paths:
         print(f"  wrote {p}")

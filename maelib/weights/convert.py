@@ -13,9 +13,9 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .model import MAEConfig, MaskedAutoencoder, check_pool
-from .pos_embed import resize_pos_embed
-from .validate import check_int
+from ..model import MAEConfig, MaskedAutoencoder, check_pool
+from ..pos_embed import resize_pos_embed
+from ..validate import check_int
 
 # transformers 4.x names -> 5.x names (the 5.x layout is what `to_hf_state_dict` writes).
 _HF_V4_TO_V5 = [

@@ -1,4 +1,5 @@
-"""What the notebooks share: parameter checks, self-checking exercises, recorded results, checkpoints.
+"""What the notebooks share: their start (parameter checks, seed, output folder), self-checking exercises,
+recorded results, checkpoints.
 
 Kept here so the notebooks show ideas, not plumbing.
 """
@@ -6,36 +7,42 @@ Kept here so the notebooks show ideas, not plumbing.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+
+from ..data import MAEDataModule
+from ..registry import model_config
+from ..train.modules import MAEPretrainModule
+from ..train.trainer import quiet_lightning, quiet_trainer
+from ..weights.checkpoint import save_model
+from ..weights.zoo import is_pretrained_name
+from .parameters import check_parameter, check_parameters  # noqa: F401 (check_parameter stays importable here)
 
 
 # ------------------------------------------------------------------ parameters (papermill)
-def check_parameter(name: str, value: Any, kind: type | tuple[type, ...], low: float | None = None,
-                    high: float | None = None, *, high_inclusive: bool = True, choices: tuple | None = None) -> None:
-    """Fail at once, with a message naming the parameter, when a notebook parameter has the wrong type or range.
+def start_notebook(notebook: str, namespace: dict) -> Path:
+    """What every notebook does first, in one line after its imports:
 
-        check_parameter("mask_ratio", mask_ratio, float, 0.0, 1.0, high_inclusive=False)
-    """
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        wanted = " or ".join(k.__name__ for k in kinds)
-        raise TypeError(f"parameter {name} must be {wanted}, got {value!r} ({type(value).__name__}); "
-                        f"e.g. papermill ... -p {name} <value>")
-    if choices is not None and value not in choices:
-        raise ValueError(f"parameter {name} must be one of {choices}, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"parameter {name} must be >= {low}, got {value!r}")
-    if high is not None and (value > high or (not high_inclusive and value >= high)):
-        raise ValueError(f"parameter {name} must be {'<=' if high_inclusive else '<'} {high}, got {value!r}")
+        out = start_notebook("05_probing_and_knn", globals())
+
+    checks the notebook's parameters (read from `namespace`, its globals) against their declarations in
+    `maelib.course.parameters` (a TypeError or ValueError names the first bad one and its allowed range; a list
+    or dict given as text, as `papermill -p` passes it, is parsed and written back), seeds Python, NumPy and
+    torch with `seed` (Lightning's seed_everything), quiets Lightning, prints the device, and returns the output
+    folder, created: `out_dir`, or runs_dir()/notebooks/<notebook> when it is empty."""
+    values = check_parameters(notebook, namespace)
+    namespace.update(values)
+    quiet_lightning()
+    if "seed" in values:
+        L.seed_everything(values["seed"], verbose=False)
+    out = Path(output_dir(values.get("out_dir", ""), notebook))
+    print(f"device: {device()}")
+    return out
 
 
 # ------------------------------------------------------------------ exercises
@@ -122,8 +129,6 @@ def find_checkpoint(explicit: str = "", search: str | Path | None = None,
     "mae_vit_mini_patch4_28.fmnist_normpix" or "official:mae_visualize_vit_large"), a path that exists, or with
     `explicit=""` the newest `name` under `search` (default `runs_dir()`; None if there is none).
     `maelib.load_model` takes all."""
-    from .zoo import is_pretrained_name
-
     search = runs_dir() if search is None else search
     if is_pretrained_name(explicit):
         return explicit
@@ -137,13 +142,6 @@ def find_checkpoint(explicit: str = "", search: str | Path | None = None,
     return found[-1] if found else None
 
 
-def precision() -> str:
-    """Lightning's precision for this machine: bf16 autocast on GPUs with bf16 units (Ampere and newer), fp16
-    with a gradient scaler on older ones (a Colab T4), float32 on the CPU."""
-    if not torch.cuda.is_available():
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
-
 
 def checkpoint_or_pretrain(checkpoint: str, out_dir: str | os.PathLike, *, arch: str = "mae_vit_mini_patch4_28",
                            epochs: int = 3, train_images: int = 10000, seed: int = 0) -> str | Path:
@@ -153,12 +151,7 @@ def checkpoint_or_pretrain(checkpoint: str, out_dir: str | os.PathLike, *, arch:
     found = find_checkpoint(checkpoint)
     if found is not None:
         return found
-    import lightning as L
 
-    from .checkpoint import save_model
-    from .data import MAEDataModule
-    from .modules import MAEPretrainModule
-    from .registry import model_config
 
     print(f"no checkpoint given and no mae.safetensors under {runs_dir()}: pretraining {arch} here for {epochs} "
           f"epoch(s) on {train_images} images (run notebook 4, or give a zoo name, for a better one)")
@@ -167,17 +160,9 @@ def checkpoint_or_pretrain(checkpoint: str, out_dir: str | os.PathLike, *, arch:
     data = MAEDataModule(img_size=config.img_size, in_chans=config.in_chans, batch_size=min(256, train_images),
                          train_subset=train_images, augment="mae", seed=seed)
     module = MAEPretrainModule(arch=arch, base_lr=2e-3, warmup_epochs=0.5)
-    L.Trainer(max_epochs=epochs, accelerator="auto", devices=1, precision=precision(), limit_val_batches=0,
-              logger=False, enable_checkpointing=False, enable_model_summary=False).fit(module, datamodule=data)
+    quiet_trainer(max_epochs=epochs, progress=True).fit(module, datamodule=data)
     return save_model(module.model, Path(out_dir) / "fallback_mae.safetensors")
 
-
-def quiet_lightning() -> None:
-    """Silence Lightning's start-up chatter (GPU/TPU lines, tips, summaries) so notebook outputs stay readable."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", message=".*treespec.*")
 
 
 def device() -> str:

@@ -25,8 +25,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from . import analysis as A
-from .data.transforms import denormalize
+from ..data.transforms import denormalize
+from . import attention as At
+from . import embedding as E
+from . import reconstruction as A
 
 Stats = Sequence[float] | torch.Tensor | None
 HEAT = "inferno"  # attention; NaN (hidden patch) cells are transparent over the grey-masked image
@@ -243,10 +245,10 @@ def show_attention(model: nn.Module, img: torch.Tensor, block: int = -1, mask_ra
     With mask_ratio > 0 the masked encoder pass is shown: hidden patches are grey and have no attention.
     """
     img = _batch(img)[:1]
-    attn, ids_keep = A.attention_maps(model, img, [block], mask_ratio, noise)
+    attn, ids_keep = At.attention_maps(model, img, [block], mask_ratio, noise)
     c = model.config
     index = block % c.depth
-    maps = A.cls_attention_map(attn[index], ids_keep, c.grid_size)[0].numpy()  # (heads, grid, grid)
+    maps = At.cls_attention_map(attn[index], ids_keep, c.grid_size)[0].numpy()  # (heads, grid, grid)
     background = to_display(img, mean, std)
     if ids_keep is not None:
         mask = torch.ones(1, c.num_patches).scatter(1, ids_keep, 0.0)
@@ -262,10 +264,10 @@ def show_query_attention(model: nn.Module, img: torch.Tensor, query: tuple[int, 
                          mean: Stats = None, std: Stats = None) -> Figure:
     """Where patch `query` = (row, col) looks, per head of an encoder block (unmasked image; query outlined)."""
     img = _batch(img)[:1]
-    attn, _ = A.attention_maps(model, img, [block])
+    attn, _ = At.attention_maps(model, img, [block])
     c = model.config
     index = block % c.depth
-    maps = A.query_attention_map(attn[index], query, grid=c.grid_size)[0].numpy()
+    maps = At.query_attention_map(attn[index], query, grid=c.grid_size)[0].numpy()
     fig, axes = _panels(1 + len(maps))
     _attention_panels(fig, axes, to_display(img, mean, std)[0], maps, "attention", query, c.patch_size)
     fig.suptitle(f"attention of patch {tuple(query)}, encoder block {index}", fontsize=10)
@@ -276,9 +278,9 @@ def show_rollout(model: nn.Module, imgs: torch.Tensor, discard_ratio: float = 0.
                  mean: Stats = None, std: Stats = None, max_images: int = 8) -> Figure:
     """Top row images, bottom row the rolled-out cls attention through all encoder blocks (shared scale)."""
     imgs = _batch(imgs)[:max_images]
-    attn, _ = A.attention_maps(model, imgs)
-    rollout = A.attention_rollout(attn, discard_ratio, head_fusion)  # (N, T, T)
-    maps = A.cls_attention_map(rollout[:, None]).squeeze(1).numpy()  # (N, grid, grid)
+    attn, _ = At.attention_maps(model, imgs)
+    rollout = At.attention_rollout(attn, discard_ratio, head_fusion)  # (N, T, T)
+    maps = At.cls_attention_map(rollout[:, None]).squeeze(1).numpy()  # (N, grid, grid)
     display = to_display(imgs, mean, std)
     vmin, vmax = _range(maps)
     fig, axes = _grid(2, len(imgs))
@@ -320,7 +322,7 @@ def show_pca(model: nn.Module, imgs: torch.Tensor, mean: Stats = None, std: Stat
     """
     with A.evaluating(model):
         tokens = model.forward_features(_batch(imgs).to(A.model_device(model)))  # (N, 1+L, D)
-    rgb = A.pca_rgb(tokens[:, 1:], model.config.grid_size)[:max_images]
+    rgb = E.pca_rgb(tokens[:, 1:], model.config.grid_size)[:max_images]
     display = to_display(_batch(imgs)[:max_images], mean, std)
     fig, axes = _grid(2, len(display))
     for i in range(len(display)):
@@ -334,7 +336,7 @@ def plot_embedding(features: torch.Tensor | np.ndarray, labels: Sequence[int] | 
                    class_names: Sequence[str] | None = None, method: str = "pca", seed: int = 0,
                    title: str | None = None) -> Figure:
     """Image features (N, D) embedded in 2-D (PCA or t-SNE), coloured by label."""
-    xy = A.embed_2d(features, method, seed)
+    xy = E.embed_2d(features, method, seed)
     labels = np.asarray(torch.as_tensor(labels).cpu())
     fig = Figure(figsize=(5, 4.2), layout="constrained")
     ax = fig.subplots()

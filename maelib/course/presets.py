@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent  # the maelib package (this file is maelib/course/presets.py)
 BUNDLED = PACKAGE / "_bundled"  # what setup.py's build step copies into a wheel
 NOTEBOOK_FILES = ("*.ipynb", "nbval_sanitize.cfg", "solutions/*.py", "sweeps/*.ipynb")
 BUNDLED_FILES = {"configs": ("*.yaml",), "notebooks": NOTEBOOK_FILES}  # what a wheel carries (setup.py reads this)
