@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +51,23 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return stale
 
 
+LOCK_GRACE_SECONDS = 10.0
+
+
+def _holder_is_gone(holder: str) -> bool:
+    """Whether the process named in a lock file ("pid 123") no longer exists. A run killed a moment ago can still
+    hold its lock while the system tears it down; a live holder is never waited for."""
+    try:
+        os.kill(int(holder.removeprefix("pid ")), 0)
+    except ValueError:
+        return False  # no pid written: nothing known, treat as live
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 @contextmanager
 def run_dir_lock(run_dir: str | os.PathLike):
     """Hold an exclusive lock on a run directory (`.maelib.lock`, with the holder's pid) while a run writes there,
@@ -61,16 +79,21 @@ def run_dir_lock(run_dir: str | os.PathLike):
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / ".maelib.lock"
     f = open(lock, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise RuntimeError(
-            f"{run_dir} is in use by another maelib run ({holder}), which is writing its checkpoints and logs there. "
-            "Wait for it to finish, or give this run its own directory: --trainer.default_root_dir runs/<new name>"
-        ) from None
+    deadline = time.monotonic() + LOCK_GRACE_SECONDS
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            if not _holder_is_gone(holder) or time.monotonic() > deadline:
+                f.close()
+                raise RuntimeError(
+                    f"{run_dir} is in use by another maelib run ({holder}), which is writing its checkpoints and logs "
+                    "there. Wait for it to finish, or give this run its own directory: --trainer.default_root_dir "
+                    "runs/<new name>") from None
+            time.sleep(0.2)  # the run named in the file has died: the system is releasing its lock
     try:
         f.seek(0), f.truncate(), f.write(f"pid {os.getpid()}"), f.flush()
         yield lock

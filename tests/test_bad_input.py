@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,25 @@ def test_a_run_directory_takes_one_run_at_a_time(tmp_path):
     assert not (run / "model.safetensors").exists()
     with run_dir_lock(run):  # released: the next run may take it
         pass
+
+
+def test_the_lock_of_a_run_that_just_died_is_waited_for_not_refused(tmp_path):
+    """A killed run's lock can outlive it for a moment while the system tears the process down: when the pid in
+    the lock file is gone, the next run waits for the lock (a few seconds at most) instead of refusing."""
+    import fcntl
+    import threading
+
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that existed and is gone
+    held = open(run / ".maelib.lock", "a+")
+    fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+    held.write(f"pid {dead.pid}")
+    held.flush()
+    threading.Timer(0.5, held.close).start()  # the dead run's lock goes away half a second later
+    with run_dir_lock(run) as lock:
+        assert lock.read_text() == f"pid {os.getpid()}"
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
