@@ -171,6 +171,23 @@ def test_pca_rgb_range_and_shape(model, imgs):
     assert A.pca_rgb(torch.ones(2, 4, 5)).shape == (2, 2, 2, 3)  # constant features: no division by zero
 
 
+def test_pca_rgb_can_remove_what_only_the_position_encodes():
+    """Features that are the same in every image at each position (pure position) paint a colour ramp across the
+    grid; with remove_position nothing is left to paint. Content that differs between images stays."""
+    generator = torch.Generator().manual_seed(0)
+    position = torch.randn(1, 16, 8, generator=generator).expand(5, -1, -1)  # (N, L, D), the same in every image
+    ramp = A.pca_rgb(position, grid=4)
+    assert ramp.reshape(5, 16, 3).std(axis=1).max() > 0.1  # colours vary across positions
+    assert np.allclose(A.pca_rgb(position, grid=4, remove_position=True), 0)  # position alone: removed
+    content = torch.zeros(5, 16, 8)
+    content[:, :, 0] = torch.arange(5.0)[:, None]  # differs between images, the same at every position
+    kept = A.pca_rgb(position + content, grid=4, remove_position=True)
+    assert np.allclose(kept[..., 0].reshape(5, 16).std(axis=1), 0, atol=1e-6)  # one colour per image
+    assert kept[..., 0].reshape(5, 16)[:, 0].std() > 0.1  # and different images get different colours
+    with pytest.raises(ValueError, match="at least 2 images"):
+        A.pca_rgb(position[:1], remove_position=True)
+
+
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_embed_2d(method):
     xy = A.embed_2d(torch.randn(20, 8), method=method, seed=0)

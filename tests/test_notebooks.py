@@ -243,7 +243,7 @@ def test_start_notebook_checks_parameters_seeds_and_makes_the_folder(tmp_path, c
 
     values = {"checkpoint": "", "arch": "mae_vit_mini_patch4_28", "epochs": 1, "train_images": 64, "test_images": 32,
               "batch_size": 16, "base_lr": 2e-3, "layer_decay": 0.75, "drop_path": 0.1, "partial_blocks": "[0, 1]",
-              "partial_epochs": 1, "fallback_epochs": 1, "out_dir": str(tmp_path / "out"), "seed": 3}
+              "partial_epochs": 1, "probe_all_images": 100, "fallback_epochs": 1, "out_dir": str(tmp_path / "out"), "seed": 3}
     namespace = dict(values)
     out = start_notebook("06_finetuning", namespace)
     assert out == tmp_path / "out" and out.is_dir() and "device:" in capsys.readouterr().out

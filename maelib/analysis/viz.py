@@ -315,20 +315,23 @@ def plot_attention_distance(results: Mapping[str, np.ndarray | torch.Tensor], ti
 
 # ---------------------------------------------------------------------------------------------- features
 def show_pca(model: nn.Module, imgs: torch.Tensor, mean: Stats = None, std: Stats = None,
-             max_images: int = 8) -> Figure:
+             max_images: int = 8, remove_position: bool = True) -> Figure:
     """Top row images, bottom row the first 3 PCA components of the encoder's patch features as RGB.
 
-    The PCA is fitted on all patches of all given images, so colours mean the same across the row.
+    The PCA is fitted on all patches of all given images (give more than are shown for a steadier fit), so
+    colours mean the same across the row. remove_position (default): each position's mean feature over the
+    images is removed first (`maelib.analysis.pca_rgb`), so that the colours show content, not where a patch is.
     """
     with A.evaluating(model):
         tokens = model.forward_features(_batch(imgs).to(A.model_device(model)))  # (N, 1+L, D)
-    rgb = E.pca_rgb(tokens[:, 1:], model.config.grid_size)[:max_images]
+    rgb = E.pca_rgb(tokens[:, 1:], model.config.grid_size, remove_position=remove_position)[:max_images]
     display = to_display(_batch(imgs)[:max_images], mean, std)
     fig, axes = _grid(2, len(display))
     for i in range(len(display)):
         _image(axes[0, i], display[i])
         _image(axes[1, i], rgb[i])
-    fig.suptitle("patch features: first 3 principal components as RGB", fontsize=10)
+    what = "position removed, " if remove_position else ""
+    fig.suptitle(f"patch features ({what}PCA over {len(tokens)} images): first 3 components as RGB", fontsize=10)
     return fig
 
 

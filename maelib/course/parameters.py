@@ -220,6 +220,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
         drop_path=Param(float, 0.0, 1.0, high_inclusive=False),
         partial_blocks=Param(list, each=Param(int, 0)),
         partial_epochs=Param(int, 1),
+        probe_all_images=Param(int, 10, 60000),
         fallback_epochs=Param(int, 1),
     ),
     "07_visualising": _declare(

@@ -91,7 +91,7 @@ class ReconstructionLogger(L.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written atomically: torch.save to a temporary file in the same folder, flushed to
-    disk, then renamed over the target (`maelib.weights.checkpoint.atomic_write`). A kill at any point leaves either the
+    disk, then renamed over the target (`maelib.files.atomic_write`). A kill at any point leaves either the
     old checkpoint or the new one, whole. (Lightning's own writer stages the file in the system's temporary
     folder and moves it, which is a copy -- not atomic -- when that is another file system.)
 
