@@ -12,9 +12,9 @@ assembles the pages in runs/site_src/ first:
 - at the end of each notebook, links to the API pages of every maelib function, class and module its code uses
   (found by reading the code with `ast`, resolved by importing maelib);
 - one API page per maelib module, from the docstrings (autodoc), with the source beside it (viewcode);
-- the README (results and gallery) and an index page with the course order and each notebook's Colab and Binder
-  badges. Badge images are served from the site itself, so pages look whole offline; links to files of the
-  repository that are not pages point to GitHub.
+- the README (results and gallery), the instructor's guide (docs/instructor_guide.md) and an index page with
+  the course order and each notebook's Colab and Binder badges. Badge images are served from the site itself,
+  so pages look whole offline; links to files of the repository that are not pages point to GitHub.
 
 Interactive widgets need a kernel; their outputs are replaced by a note that says where to run them.
 """
@@ -241,10 +241,11 @@ def write_index(src: Path, notebooks: list[Path], states: dict[str, str]) -> Non
         "figures and numbers. Then run it yourself, on Colab or Binder (the badges), or in a clone with "
         "`make lab`.\n\n| notebook | what it teaches | run it |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "## Also here\n\n- [Results and gallery](readme.md): the README, with the measured numbers of the "
-        "teaching recipe, the model zoo and the suite.\n- [API reference](api/index.md): every module of "
+        "teaching recipe, the model zoo and the suite.\n- [Instructor's guide](instructor_guide.md): timings, "
+        "what to run live, discussion points and a model answer to every Think question.\n- [API reference](api/index.md): every module of "
         "`maelib`, from its docstrings, with its source.\n\n"
         f"```{{toctree}}\n:hidden:\n:caption: The course\n\n{toc}\n```\n\n"
-        "```{toctree}\n:hidden:\n:caption: Reference\n\nreadme\napi/index\n```\n")
+        "```{toctree}\n:hidden:\n:caption: Reference\n\nreadme\ninstructor_guide\napi/index\n```\n")
 
 
 def assemble(src: Path, suite: Path, allow_unexecuted: bool) -> dict[str, str]:
@@ -269,6 +270,8 @@ def assemble(src: Path, suite: Path, allow_unexecuted: bool) -> dict[str, str]:
                                            src / "notebooks" / nb.name, src, set(modules))
     readme = src / "readme.md"
     readme.write_text(local_links((ROOT / "README.md").read_text(), readme, src, ROOT))
+    guide = src / "instructor_guide.md"
+    guide.write_text(local_links((DOCS / "instructor_guide.md").read_text(), guide, src, ROOT))
     write_index(src, notebooks, states)
     return states
 

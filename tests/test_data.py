@@ -422,16 +422,35 @@ def test_image_folder_layout_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"does not exist.*{layout}"):
         scan_image_folder(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=f"no class sub-folders.*{layout}"):
+    with pytest.raises(FileNotFoundError, match=f"no image files .* and no class sub-folders.*{layout}"):
         MAEDataModule(dataset="imagefolder", root=str(tmp_path / "empty")).setup()
-    (tmp_path / "flat").mkdir()
-    Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")  # images directly in root: no classes
-    with pytest.raises(FileNotFoundError, match=layout):
-        scan_image_folder(tmp_path / "flat")
     (tmp_path / "noimg" / "cats").mkdir(parents=True)
     (tmp_path / "noimg" / "cats" / "x.txt").write_text("hi")
     with pytest.raises(FileNotFoundError, match=f"no image files.*{layout}"):
         scan_image_folder(tmp_path / "noimg")
+
+
+def test_a_folder_without_class_folders_is_unlabelled(tmp_path):
+    """Images directly in root: every one is a sample, labelled UNLABELLED (-1), with no class names; pretraining
+    batches come out of it, and evaluation asks for the class layout."""
+    from maelib.data.checks import check_labelled
+    from maelib.data.datasets import UNLABELLED
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(20):
+        Image.new("RGB", (16, 16), (12 * i, 3 * i, 200)).save(flat / f"img_{i:02d}.png")
+    (flat / "notes.txt").write_text("not an image")
+    samples, classes, skipped = scan_image_folder(flat)
+    assert len(samples) == 20 and classes == [] and skipped == [] and {label for _, label in samples} == {UNLABELLED}
+    dm = MAEDataModule(dataset="imagefolder", root=str(flat), img_size=16, in_chans=3, batch_size=4, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    imgs, labels, _ = next(iter(dm.train_dataloader()))
+    assert imgs.shape[1:] == (3, 16, 16) and set(labels.tolist()) == {UNLABELLED}
+    assert dm.num_classes == 0 and not dm.has_class_labels
+    with pytest.raises(ValueError, match="the linear probe needs labelled images.*unlabelled folder.*root/<class>/<image>"):
+        check_labelled(dm, "the linear probe")
 
 
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")

@@ -277,3 +277,33 @@ def test_the_cli_prints_no_lightning_tips(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "GPU available" in output  # Lightning's own information still shows
     assert "Tip" not in output, output
+
+
+def test_pretrain_on_an_unlabelled_folder_and_evaluation_asks_for_classes(tmp_path, caplog):
+    """A flat folder of images (no class sub-folders) pretrains; the k-NN monitor says once that it is off; k-NN
+    and the probe refuse it, naming the layout they need."""
+    import logging
+
+    from PIL import Image
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for i in range(96):
+        pixels = (torch.rand(16, 16, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(flat / f"{i:03d}.png")
+    data = ["--data.dataset", "imagefolder", "--data.root", str(flat), "--data.batch_size", "16"]
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        main(["pretrain", *data, "--model.arch", "mae_vit_tiny_patch8_64", "--model.arch_overrides",
+              "{img_size: 16, depth: 1, embed_dim: 32, num_heads: 2, decoder_embed_dim: 16, decoder_num_heads: 2}",
+              "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(run), *QUIET])
+    metrics = read_metrics(run)
+    assert metrics["steps"] == 2 * (86 // 16) and math.isfinite(metrics["val/loss"])  # 10% of 96 held out
+    assert "knn/acc" not in metrics
+    assert sum("the k-NN monitor is off" in r.getMessage() for r in caplog.records) == 1
+    model = str(run / "model.safetensors")
+    with pytest.raises(ValueError, match=f"maelib knn needs labelled images, and {flat} is an unlabelled folder"):
+        main(["knn", "--data.checkpoint", model, *data, "--run_dir", str(tmp_path / "knn")])
+    with pytest.raises(ValueError, match="needs labelled images.*root/<class>/<image>"):
+        main(["linprobe", "--data.checkpoint", model, *data, "--trainer.default_root_dir", str(tmp_path / "probe"), *QUIET])

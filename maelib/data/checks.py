@@ -42,9 +42,20 @@ def train_labels(datamodule) -> torch.Tensor | None:
     return None
 
 
+def check_labelled(datamodule, what: str) -> None:
+    """Raise if the datamodule's images have no labels (an image folder without class sub-folders), naming `what`
+    needs them (k-NN, the probe, fine-tuning) and the layout that gives them."""
+    if getattr(datamodule, "num_classes", None) == 0:
+        root = data_hparam(getattr(datamodule, "images", datamodule), "root")  # FeatureDataModule: its images' root
+        raise ValueError(f"{what} needs labelled images, and {root or 'this dataset'} is an unlabelled folder (images, "
+                         "no class sub-folders). Pretraining works on it as it is; to evaluate, lay out labelled images "
+                         "as root/<class>/<image> (e.g. a held-out set) and give that folder as --data.root")
+
+
 def check_classes_fit(datamodule, num_classes: int, module: str, labels: bool = True) -> None:
     """Raise if a classifier with `num_classes` outputs (of class `module`) does not fit the datamodule's classes,
     or, with `labels`, its training labels: one class, another number of classes, unlabelled or too large labels."""
+    check_labelled(datamodule, module)
     data_classes = getattr(datamodule, "num_classes", None)
     if (data_classes is not None and data_classes < 2) or num_classes < 2:
         few = data_classes is not None and data_classes < 2

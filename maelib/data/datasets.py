@@ -20,6 +20,7 @@ from .transforms import BatchTransform
 
 log = logging.getLogger("maelib.data")
 
+UNLABELLED = -1  # the label of every image of a folder without class sub-folders
 _LAYOUT = "root/class_name/image.jpg (one sub-folder per class, e.g. photos/cat/001.jpg, photos/dog/002.png)"
 
 
@@ -70,6 +71,10 @@ class TensorImageDataset(Dataset):
 def scan_image_folder(root: str | Path, *, verify: bool = False) -> tuple[list[tuple[str, int]], list[str], list[str]]:
     """Find root/class_name/image files -> (samples [(path, class index)], class names, skipped paths).
 
+    A folder without class sub-folders is **unlabelled**: its images (directly in root) are all samples, with the
+    label `UNLABELLED` (-1) and no class names. Self-supervised pretraining needs nothing more; k-NN, the probe and
+    fine-tuning refuse it with a message that asks for the class layout.
+
     Lists the files by their extension without opening them, so that a folder of a million images is listed in
     seconds; a file that cannot be decoded is skipped, with a warning and a count, when it is first read
     (`ImageFileDataset`). verify=True also opens each file now with PIL's `verify()` (header and, for PNG,
@@ -79,9 +84,15 @@ def scan_image_folder(root: str | Path, *, verify: bool = False) -> tuple[list[t
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; expected the layout {_LAYOUT}")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise FileNotFoundError(f"no class sub-folders in {root}; expected the layout {_LAYOUT}")
-    found = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not classes:  # an unlabelled folder: the images in root itself
+        found = sorted((str(p), UNLABELLED) for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.name.lower().endswith(IMG_EXTENSIONS))
+        if not found:
+            raise FileNotFoundError(f"no image files ({' '.join(IMG_EXTENSIONS)}) in {root}, and no class sub-folders; "
+                                    f"give a folder of images, or of class folders laid out as {_LAYOUT}")
+    else:
+        found = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS,
+                             allow_empty=True)
     if not found:
         raise FileNotFoundError(f"no image files ({' '.join(IMG_EXTENSIONS)}) in the class folders of {root}; "
                                 f"expected the layout {_LAYOUT}")

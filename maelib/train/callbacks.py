@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..data import random_subset_loader
 from ..evaluation.features import extract_features
@@ -39,6 +39,7 @@ class KNNMonitor(L.Callback):
     ) -> None:
         self.every_n_epochs, self.train_samples, self.val_samples = every_n_epochs, train_samples, val_samples
         self.k, self.temperature, self.pool, self.seed = k, temperature, check_pool(pool), seed
+        self.said_off = False  # "the monitor is off" is said once per run, not every epoch
 
     def features(self, dm, model) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """(bank features, labels), (query features, labels) of `model` on the datamodule `dm`'s subsets."""
@@ -50,9 +51,11 @@ class KNNMonitor(L.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         dm = trainer.datamodule
-        if not getattr(dm, "has_class_labels", True):  # dataset="photos", or one class: nothing to classify
-            rank_zero_warn("the k-NN monitor is off: these data have no classes to tell apart (one class, or the "
-                           "photos' names), so its accuracy would mean nothing", category=UserWarning)
+        if not getattr(dm, "has_class_labels", True):  # an unlabelled folder, the photos, or one class
+            if not self.said_off:
+                rank_zero_info("the k-NN monitor is off: these images have no classes to tell apart (an unlabelled "
+                               "folder, one class, or the photos' names), so its accuracy would mean nothing")
+                self.said_off = True
             return
         bank, queries = self.features(dm, pl_module.model)
         acc = knn_accuracy(*bank, *queries, k=self.k, temperature=self.temperature)

@@ -50,6 +50,7 @@ from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
 from ..course.presets import notebooks_command, presets_command, resolve_config_args
 from ..data import MAEDataModule
+from ..data.checks import check_labelled
 from ..evaluation.features import FeatureDataModule
 from ..evaluation.knn import knn_accuracy
 from ..files import run_dir_lock, write_text_atomic
@@ -333,6 +334,7 @@ def knn(args: list[str]) -> dict:
     if data.on_the_fly:
         raise ValueError("maelib knn scores cached features of unaugmented images: leave out --data.augment (or set "
                          "it to none); augmented features are for training a linear probe (maelib linprobe)")
+    check_labelled(data.images, "maelib knn")  # before any feature is extracted
     if data.feature_device is None and torch.cuda.is_available():  # no Trainer here: the CLI picks the GPU
         data.feature_device = "cuda"
     data.setup("fit")
