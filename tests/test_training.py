@@ -12,6 +12,7 @@ import torch
 import maelib
 from maelib.evaluation import FeatureDataModule, knn_accuracy, knn_predict, linear_probe_head
 from maelib.train.cli import main
+from maelib.train.modules import MAEPretrainModule
 from maelib.train.optim import LARS, layer_decay_groups, scaled_lr, warmup_cosine, weight_decay_groups
 
 TINY = ["--model.arch_overrides", "{depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"]
@@ -307,3 +308,27 @@ def test_pretrain_on_an_unlabelled_folder_and_evaluation_asks_for_classes(tmp_pa
         main(["knn", "--data.checkpoint", model, *data, "--run_dir", str(tmp_path / "knn")])
     with pytest.raises(ValueError, match="needs labelled images.*root/<class>/<image>"):
         main(["linprobe", "--data.checkpoint", model, *data, "--trainer.default_root_dir", str(tmp_path / "probe"), *QUIET])
+
+
+def test_pretraining_continues_from_a_zoo_model_at_another_image_size(tmp_path):
+    """`--model.checkpoint NAME` starts from the trained weights (the blocks equal the zoo model's) at the size the
+    run asks for, with the position embeddings on the new grid; the run trains and saves that size."""
+    zoo = maelib.load_pretrained("mae_vit_tiny_patch8_64.photos_pixel")
+    module = MAEPretrainModule(checkpoint="mae_vit_tiny_patch8_64.photos_pixel", arch_overrides={"img_size": 32})
+    c = module.model.config
+    assert (c.img_size, c.patch_size, c.num_patches) == (32, 8, 16) and module.model.pos_embed.shape[1] == 1 + 16
+    for name, tensor in zoo.state_dict().items():
+        if "pos_embed" not in name:
+            assert torch.equal(module.model.state_dict()[name], tensor), name
+    from maelib.evaluation.cards import photo_test_crops
+
+    imgs = photo_test_crops(4, img_size=32, seed=0)  # crops of photos held out of the zoo model's training
+    fresh = maelib.create_model("mae_vit_tiny_patch8_64", img_size=32, norm_pix_loss=False)
+    noise = torch.rand(4, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the trained decoder already predicts far better than a random one
+        assert module.model(imgs, 0.75, noise)[0] < fresh(imgs, 0.75, noise)[0]
+    run = tmp_path / "continued"
+    main(["pretrain", "--model.checkpoint", "mae_vit_tiny_patch8_64.photos_pixel", "--model.arch_overrides",
+          "{img_size: 32}", "--data.dataset", "photos", "--trainer.max_steps", "2",
+          "--trainer.default_root_dir", str(run), *QUIET])
+    assert maelib.load_model(run / "model.safetensors").config.img_size == 32

@@ -21,6 +21,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn as nn
+from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -188,17 +189,29 @@ def show_patch_errors(model: nn.Module, imgs: torch.Tensor, mask_ratio: float | 
 
 def plot_error_vs_mask_ratio(ratios: Sequence[float], errors: Mapping[str, Sequence[float]] | Sequence[float],
                              ylabel: str = "MSE on hidden patches", title: str | None = None,
-                             logy: bool = False) -> Figure:
-    """Error against mask ratio; `errors` is one curve or {label: curve} (e.g. model vs mean-colour baseline)."""
+                             logy: bool | None = None) -> Figure:
+    """Error against mask ratio; `errors` is one curve or {label: curve} (e.g. model vs mean-colour baseline).
+
+    logy: a log y axis; None (default) chooses it when the curves span more than a factor of 5 (a random-init
+    curve near 3 beside a trained model's 0.1-0.4), so that every curve keeps its shape on the page.
+    """
     curves = errors if isinstance(errors, Mapping) else {"model": errors}
+    values = {label: np.asarray(torch.as_tensor(v).cpu(), dtype=float) for label, v in curves.items()}
+    every = np.concatenate([v.ravel() for v in values.values()]) if values else np.array([1.0])
+    if logy is None:
+        logy = bool((every > 0).all() and every.max() > 5 * every.min())
     fig = Figure(figsize=(4.5, 3.2), layout="constrained")
     ax = fig.subplots()
-    for label, values in curves.items():
-        ax.plot(np.asarray(ratios) * 100, np.asarray(torch.as_tensor(values).cpu()), marker="o", label=label)
-    ax.set(xlabel="mask ratio (%)", ylabel=ylabel, title=title or "error vs mask ratio")
+    for label, v in values.items():
+        ax.plot(np.asarray(ratios) * 100, v, marker="o", label=label)
+    ax.set(xlabel="mask ratio (%)", ylabel=ylabel + (" (log scale)" if logy else ""),
+           title=title or "error vs mask ratio")
     if logy:
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=8)
     return fig
 
@@ -338,15 +351,18 @@ def show_pca(model: nn.Module, imgs: torch.Tensor, mean: Stats = None, std: Stat
 def plot_embedding(features: torch.Tensor | np.ndarray, labels: Sequence[int] | torch.Tensor | np.ndarray,
                    class_names: Sequence[str] | None = None, method: str = "pca", seed: int = 0,
                    title: str | None = None) -> Figure:
-    """Image features (N, D) embedded in 2-D (PCA or t-SNE), coloured by label."""
+    """Image features (N, D) embedded in 2-D (PCA or t-SNE), coloured by label; the legend sits outside the
+    axes, beside the points, so it never hides any."""
     xy = E.embed_2d(features, method, seed)
     labels = np.asarray(torch.as_tensor(labels).cpu())
-    fig = Figure(figsize=(5, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.2, 4.2), layout="constrained")
     ax = fig.subplots()
     for k, cls in enumerate(np.unique(labels)):
         name = class_names[int(cls)] if class_names is not None else str(cls)
         pick = labels == cls
         ax.scatter(xy[pick, 0], xy[pick, 1], s=10, alpha=0.8, color=f"C{k % 10}", label=name)
-    ax.set(title=title or f"features ({method})", xticks=[], yticks=[])
-    ax.legend(fontsize=7, markerscale=1.5, loc="best")
+    axis = {"pca": "PC", "tsne": "t-SNE"}.get(method, method)
+    ax.set(title=title or f"features ({method})", xticks=[], yticks=[], xlabel=f"{axis} 1", ylabel=f"{axis} 2")
+    ax.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              frameon=False)
     return fig

@@ -115,8 +115,8 @@ class MAECLI(LightningCLI):
         parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
                             help="rewrite checkpoints/last.ckpt every N optimiser steps (0: only at epoch ends); it "
                                  "is also rewritten at every epoch end")
-        if self.command in ("pretrain", "finetune"):  # the data is sized to the model
-            sources = ("model.arch", "model.arch_overrides") + (("model.checkpoint",) if self.command == "finetune" else ())
+        if self.command in ("pretrain", "finetune"):  # the data is sized to the model (a checkpoint's, if given)
+            sources = ("model.arch", "model.arch_overrides", "model.checkpoint")
             parser.link_arguments(sources, "data.img_size", lambda *a: sized_for(*a).img_size)
             parser.link_arguments(sources, "data.in_chans", lambda *a: sized_for(*a).in_chans)
         if self.command == "finetune":

@@ -92,12 +92,14 @@ COMPILE_MIN_PARAMS = 50_000_000  # MAE ViT-B/16 has 112M; the teaching presets 1
 
 
 class MAEPretrainModule(ScheduledModule):
-    """MAE pretraining. `arch` names a model in maelib's registry; `arch_overrides` change its config fields."""
+    """MAE pretraining. `arch` names a model in maelib's registry; `arch_overrides` change its config fields;
+    `checkpoint` starts from a trained MAE instead of random initialisation."""
 
     def __init__(
         self,
         arch: str = "mae_vit_mini_patch4_28",
         arch_overrides: dict | None = None,
+        checkpoint: str | None = None,
         base_lr: float = 1.5e-4,
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -109,13 +111,22 @@ class MAEPretrainModule(ScheduledModule):
         """compile: run the model's forward (and so its backward) through torch.compile. None (default) = where
         it pays: on CUDA for models of at least `COMPILE_MIN_PARAMS` (an H200 in benchmarks/RESULTS.md: ViT-B
         1.42x faster than eager for ~45-55 s of compilation; teaching sizes 0.89-1.0x, so they stay eager),
-        never on CPU (no gain there)."""
+        never on CPU (no gain there).
+
+        checkpoint: continue pretraining from a trained MAE: a zoo name (`maelib.list_pretrained()`, e.g.
+        "mae_vit_tiny_patch8_64.photos_pixel" or "official:mae_visualize_vit_base"), a maelib .safetensors or
+        .ckpt, or an official .pth (then `arch` names its architecture). `arch_overrides` apply on top, e.g.
+        {img_size: 96}: the position embeddings are interpolated to the new grid (the official code's
+        interpolate_pos_embed), so a model pretrained at one size continues at another."""
         super().__init__()
         if mask_ratio is not None:
             check_mask_ratio(mask_ratio)
         check_positive("base_lr", base_lr, flag="--model.base_lr")
         self.save_hyperparameters()
-        self.model: MaskedAutoencoder = create_model(arch, **(arch_overrides or {}))
+        if checkpoint is not None:
+            self.model: MaskedAutoencoder = load_model(checkpoint, arch=arch, **(arch_overrides or {}))
+        else:
+            self.model = create_model(arch, **(arch_overrides or {}))
         self.compiled = False  # set once torch.compile has wrapped the model's forward (`setup`)
 
     def setup(self, stage: str) -> None:

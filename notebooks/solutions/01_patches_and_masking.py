@@ -11,5 +11,7 @@ restored = torch.gather(full, 1, ids_restore[..., None].expand(-1, -1, 16))
 encoder_patches = max(1, int((224 // 16) ** 2 * (1 - r)))
 
 # %% exercise-3
-# A patch is hidden when its place in the shuffled order is at or after len_keep.
-mask_ex = (ids_restore_ex >= len_keep).float()
+# Grid masking keeps one patch of every 2x2 cell, so every hidden patch touches a visible one and interpolation
+# fills it well; block masking hides large regions, far from any visible pixel (at 75%: grid about 52%, random 67%,
+# block 98% of predict-zero's error).
+easiest = "grid"

@@ -14,3 +14,8 @@ my_loss = (per_patch * mask).sum() / mask.sum()
 # %% exercise-3
 # 1,281,167 // 4096 = 312 steps per epoch; 40 epochs of warm-up = 12,480 steps, 5% of the 249,600 steps.
 answer_warmup = 40 * (1_281_167 // 4096)
+
+# %% exercise-4
+# AdamW's update of each weight is about lr in size whatever the gradient's scale, so 100x smaller steps move the
+# weights 100x less: after a few dozen steps the small-lr model has barely left its initialisation.
+lower_test_loss = "base_lr"

@@ -14,3 +14,8 @@ centre = x_train.mean(0)
 _, _, V = torch.pca_lowrank(x_train - centre, q=c.embed_dim, center=False)  # (784, D)
 predicted = my_knn((x_train - centre) @ V, labels["train"], (x_test - centre) @ V, k, temperature)
 answer_pca_pixels = (predicted == labels["test"]).float().mean().item()
+
+# %% exercise-4
+# Shifted by one patch, an image has the same patch contents at other places: the MAE's mean of patch tokens changes
+# little, while pixel-by-pixel cosine similarity with the unshifted bank collapses.
+loses_more = "raw pixels"

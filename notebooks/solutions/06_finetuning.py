@@ -11,3 +11,8 @@ answer = base_lr * batch_size / 256 * layer_decay ** c.depth
 D, r = c.embed_dim, int(c.mlp_ratio)
 block = 2 * 2 * D + (3 * D * D + 3 * D) + (D * D + D) + (2 * r * D * D + r * D + D)
 answer = block + 2 * D + D * data.num_classes + data.num_classes
+
+# %% exercise-3
+# The frozen MAE blocks already give features a linear layer separates well (notebook 5); frozen random blocks give
+# random mixtures of pixels, which one trained block and a head cannot make up for in a few epochs.
+better_start = "MAE"
