@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from maelib.experiments.ablation import masked_loss_levels, run_ablation
+from maelib.evaluation.masked_loss import masked_loss_levels
+from maelib.experiments.ablation import run_ablation
 from maelib.experiments.ablation_design import CLAIMS, FACTORS, PAPER, PRESETS, check_claims, settings_for
 from maelib.experiments.stats import factor_table
 from maelib.registry import create_model

@@ -295,7 +295,7 @@ def test_pretrain_on_an_unlabelled_folder_and_evaluation_asks_for_classes(tmp_pa
         Image.fromarray(pixels).save(flat / f"{i:03d}.png")
     data = ["--data.dataset", "imagefolder", "--data.root", str(flat), "--data.batch_size", "16"]
     run = tmp_path / "run"
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):  # other tests may have quieted Lightning
         main(["pretrain", *data, "--model.arch", "mae_vit_tiny_patch8_64", "--model.arch_overrides",
               "{img_size: 16, depth: 1, embed_dim: 32, num_heads: 2, decoder_embed_dim: 16, decoder_num_heads: 2}",
               "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(run), *QUIET])
@@ -332,3 +332,23 @@ def test_pretraining_continues_from_a_zoo_model_at_another_image_size(tmp_path):
           "{img_size: 32}", "--data.dataset", "photos", "--trainer.max_steps", "2",
           "--trainer.default_root_dir", str(run), *QUIET])
     assert maelib.load_model(run / "model.safetensors").config.img_size == 32
+
+
+def test_pretrain_ends_with_what_it_learned_beside_the_references(pretrained):
+    """The end-of-run summary's numbers are in metrics.json: held-out masked loss and predict-zero on the same
+    masks, k-NN of the encoder, of its random twin and of raw pixels on the same images."""
+    from maelib.evaluation.summary import summary_text
+
+    metrics = read_metrics(pretrained)
+    for key in ("val_masked_loss", "predict_zero", "knn", "knn_random_init", "knn_pixels"):
+        assert 0 < metrics[f"summary/{key}"] < 5, key
+    assert metrics["summary/knn_pixels"] > 0.5  # Fashion-MNIST's pixels: far above chance
+    quiet = summary_text({"val_masked_loss": 0.5, "predict_zero": 1.0, "knn": 0.8, "knn_random_init": 0.6,
+                          "knn_pixels": 0.8})
+    assert "50% of it" in quiet and "WARNING" not in quiet
+    stuck = summary_text({"val_masked_loss": 0.99, "predict_zero": 1.0, "knn": 0.5, "knn_random_init": 0.6,
+                          "knn_pixels": 0.8})
+    assert stuck.count("WARNING") == 2 and "no better than predicting zero" in stuck and "random encoder" in stuck
+    assert "--trainer.max_steps" in stuck and "--model.base_lr" in stuck
+    unlabelled = summary_text({"val_masked_loss": 0.5, "predict_zero": 1.0})
+    assert "k-NN" not in unlabelled

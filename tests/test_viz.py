@@ -70,3 +70,21 @@ def test_masked_attention_leaves_hidden_patches_blank():
     attn, ids_keep = A.attention_maps(GREY, G[:1], blocks=[0], mask_ratio=0.75)
     maps = A.cls_attention_map(attn[0], ids_keep, grid=7)
     assert int(torch.isnan(maps[0, 0]).sum()) == 49 - ids_keep.shape[1]
+
+
+def test_embedding_names_its_axes_and_keeps_the_legend_off_the_points():
+    for method, axis in (("pca", "PC"), ("tsne", "t-SNE")):
+        fig = viz.plot_embedding(torch.randn(12, 6), torch.arange(12) % 3, ["a", "b", "c"], method)
+        ax = fig.axes[0]
+        assert (ax.get_xlabel(), ax.get_ylabel()) == (f"{axis} 1", f"{axis} 2")
+        fig.canvas.draw()
+        legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend.x0 >= box.x1, "the legend overlaps the axes"
+        plt.close(fig)
+
+
+def test_error_vs_mask_ratio_goes_log_when_the_curves_are_far_apart():
+    far = viz.plot_error_vs_mask_ratio([0.5, 0.75], {"MAE": [0.1, 0.2], "random init": [3.0, 2.9]})
+    near = viz.plot_error_vs_mask_ratio([0.5, 0.75], {"MAE": [0.2, 0.3], "mean colour": [0.4, 0.5]})
+    assert far.axes[0].get_yscale() == "log" and near.axes[0].get_yscale() == "linear"
+    assert viz.plot_error_vs_mask_ratio([0.5], {"a": [0.1], "b": [3.0]}, logy=False).axes[0].get_yscale() == "linear"

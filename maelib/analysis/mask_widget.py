@@ -218,6 +218,17 @@ class MaskPainter(anywidget.AnyWidget):
         _, mask, _ = random_masking(torch.zeros(1, self.num_patches, 1), PRESET_RATIO, noise)
         self.mask = mask[0].int().tolist()
 
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget view, and for pages without a kernel (GitHub, nbconvert, the course site) a text/plain that
+        says what the widget is and what it shows now, instead of `<MaskPainter object at 0x...>`."""
+        bundle = super()._repr_mimebundle_(**kwargs)  # anywidget: (data, metadata); ipywidgets: data
+        if bundle is None:
+            return None
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data["text/plain"] = ("MaskPainter: an interactive widget (click patches to hide them); it needs a running "
+                              "kernel.\n" + self.readout)
+        return bundle
+
     # ------------------------------------------------------------------------------------------ the model
     def _on_message(self, widget, content, buffers) -> None:
         if isinstance(content, dict) and content.get("preset") in PRESETS:

