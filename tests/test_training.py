@@ -145,6 +145,12 @@ def test_linprobe_and_knn_tell_a_trained_encoder_from_random_initialisation(tmp_
     (knn_trained, probe_trained), (knn_random, probe_random) = scores["trained"], scores["random"]
     assert knn_trained > knn_random + 0.05, scores
     assert probe_trained > probe_random + 0.03, scores
+    # --references: the same two references in one command, on the same images and split
+    main(["knn", "--data.checkpoint", "mae_vit_mini_patch4_28.fmnist_normpix", "--run_dir", str(tmp_path / "refs"),
+          "--data.pool", "mean", "--references", "true", *DATA])
+    refs = read_metrics(tmp_path / "refs")
+    assert refs["knn/acc"] == pytest.approx(knn_trained) and refs["knn/random_init_acc"] < knn_trained - 0.05
+    assert refs["knn/pixels_acc"] > refs["knn/random_init_acc"]
 
 
 def test_linprobe_runs_on_a_checkpoint_of_maelib_pretrain(pretrained, tmp_path):

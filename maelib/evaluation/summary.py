@@ -5,15 +5,18 @@
   and beside the raw pixels, on the same seeded subsets.
 
 A run that does not clearly beat predict-zero or random initialisation gets a warning that says what to change.
+`reference_knn` gives `maelib knn --references true` the same two references for any encoder.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
 from ..data.sampling import random_subset_loader
 from ..model import MaskedAutoencoder
-from .features import RawPixels, extract_features
+from .features import FeatureDataModule, RawPixels, extract_features
 from .knn import knn_accuracy
 from .masked_loss import masked_loss_levels
 
@@ -63,3 +66,20 @@ def summary_text(summary: dict[str, float]) -> str:
                      "--model.base_lr (a small folder wants about 1e-3 to 4e-3 at batch 64, not the paper's 1.5e-4 "
                      "for ImageNet at batch 4096)")
     return "\n".join(lines)
+
+
+def reference_knn(data: FeatureDataModule, *, k: int, temperature: float) -> dict:
+    """k-NN on the same images (and the same held-out split) for the two references of `data`'s encoder: its
+    architecture at random initialisation (seeded with the data's seed) and the raw pixels."""
+    config = data.encoder.config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(data.seed)
+        twin = MaskedAutoencoder(config)
+    scores = {}
+    for name, encoder in (("knn/random_init_acc", twin), ("knn/pixels_acc", RawPixels(config))):
+        reference = copy.copy(data)  # shares the image datamodule, already set up; its own features
+        reference.encoder, reference.features = encoder, {}
+        reference.setup("fit")
+        scores[name] = knn_accuracy(*reference.features["train"], *reference.features["test"], k=k,
+                                    temperature=temperature)
+    return scores

@@ -53,7 +53,7 @@ from ..data import MAEDataModule
 from ..data.checks import check_labelled
 from ..evaluation.features import FeatureDataModule
 from ..evaluation.knn import knn_accuracy
-from ..evaluation.summary import pretraining_summary, summary_text
+from ..evaluation.summary import pretraining_summary, reference_knn, summary_text
 from ..files import run_dir_lock, write_text_atomic
 from ..model import MAEConfig
 from ..registry import model_config
@@ -333,6 +333,9 @@ def knn(args: list[str]) -> dict:
     parser.add_argument("--k", type=int, default=20, help="neighbours that vote")
     parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(similarity / T)")
     parser.add_argument("--run_dir", type=str, default="runs/knn", help="where metrics.json goes")
+    parser.add_argument("--references", type=bool, default=False,
+                        help="also score the same architecture at random initialisation and the raw pixels, on the "
+                             "same images: what the encoder must beat")
     cfg = parser.parse_args(args)
     data = parser.instantiate_classes(cfg).data
     if data.on_the_fly:
@@ -347,6 +350,10 @@ def knn(args: list[str]) -> dict:
     metrics = {"knn/acc": acc, "k": cfg.k, "temperature": cfg.temperature, "feature_seconds": round(data.feature_seconds, 1)}
     if "val" in data.features:  # --data.holdout N: also scored on the held-out training images
         metrics["knn/val_acc"] = knn_accuracy(*train, *data.features["val"], k=cfg.k, temperature=cfg.temperature)
+    if cfg.references:
+        metrics.update(reference_knn(data, k=cfg.k, temperature=cfg.temperature))
+        print(f"k-NN: encoder {acc:.1%} | same architecture at random init {metrics['knn/random_init_acc']:.1%} | "
+              f"raw pixels {metrics['knn/pixels_acc']:.1%}")
     write_metrics(Path(cfg.run_dir), metrics)
     return metrics
 
