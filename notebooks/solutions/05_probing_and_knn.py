@@ -17,5 +17,6 @@ answer_pca_pixels = (predicted == labels["test"]).float().mean().item()
 
 # %% exercise-4
 # Shifted by one patch, an image has the same patch contents at other places: the MAE's mean of patch tokens changes
-# little, while pixel-by-pixel cosine similarity with the unshifted bank collapses.
+# less (83.9% -> 52.2% at the defaults; the tokens carry their positions too) than the pixel-by-pixel cosine
+# similarity with the unshifted bank (83.3% -> 36.3%).
 loses_more = "raw pixels"
