@@ -21,7 +21,7 @@ from ..train.modules import MAEPretrainModule
 from ..train.trainer import quiet_lightning, quiet_trainer
 from ..weights.checkpoint import save_model
 from ..weights.zoo import is_pretrained_name
-from .parameters import check_parameter, check_parameters  # noqa: F401 (check_parameter stays importable here)
+from .parameters import check_parameters
 
 
 # ------------------------------------------------------------------ parameters (papermill)
