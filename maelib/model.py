@@ -8,6 +8,7 @@ The forward pass is split as in the paper's code, each step readable on its own:
       -> forward_decoder: project, append mask tokens, unshuffle, positions, blocks, predict pixels
          -> pred (N, L, p*p*C)
       -> forward_loss: MSE against (optionally per-patch normalised) pixels, on masked patches only
+         (or against PCA coefficients, or cross-entropy on k-means tokens: `maelib.targets`)
 
 Parameter names are the official ones (`patch_embed.proj`, `blocks.N.attn.qkv`, `decoder_pred`, ...), so the
 official checkpoints load as they are.
@@ -21,12 +22,20 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
 from .masking import MASKING, check_mask_ratio, random_masking
-from .patches import check_image_size, mask_to_image, normalize_patches, patch_stats, patchify, unpatchify
+from .patches import (
+    LinearPatchEmbed,
+    check_image_size,
+    mask_to_image,
+    normalize_patches,
+    patch_stats,
+    patchify,
+    unpatchify,
+)
 from .pos_embed import sincos_2d
+from .targets import check_target, fit_kmeans, fit_pca, nearest_centre, pca_coordinates, pca_patches, sample_patches
 from .validate import as_image_batch, as_real, check_bool, check_int
 
 POOLS = {"cls": "cls", "token": "cls", "mean": "mean", "avg": "mean"}  # maelib's names, timm's names
@@ -42,7 +51,7 @@ def check_pool(pool: str) -> str:
 
 
 SIZE_FIELDS = {"img_size": 1, "patch_size": 1, "in_chans": 1, "embed_dim": 1, "depth": 1, "num_heads": 1,
-               "decoder_embed_dim": 1, "decoder_depth": 0, "decoder_num_heads": 1}  # the smallest each may be
+               "decoder_embed_dim": 1, "decoder_depth": 0, "decoder_num_heads": 1, "target_dim": 0}  # the smallest each may be
 
 
 @dataclass
@@ -65,6 +74,8 @@ class MAEConfig:
     mask_ratio: float = 0.75  # default for forward(); can be overridden per call
     masking: str = "random"  # "random" (paper), "block" (BEiT-style) or "grid"
     encoder_mask_tokens: bool = False  # ablation: encoder sees mask tokens in place of removed patches
+    target: str = "pixels"  # "pixels" (paper), "pca" (leading components) or "tokens" (k-means): maelib.targets
+    target_dim: int = 0  # PCA components kept, or k-means tokens; 0 for pixels
 
     def __post_init__(self) -> None:
         # types and ranges first (a value read from a file's metadata may be text), each named with its fix
@@ -82,6 +93,7 @@ class MAEConfig:
         if self.norm_pix_loss and self.patch_size**2 * self.in_chans < 2:
             raise ValueError("norm_pix_loss normalises each patch by its own std, which one pixel of one channel does "
                              "not have: use patch_size >= 2 or norm_pix_loss=False")
+        check_target(self.target, self.target_dim, self.patch_dim)
         if self.masking not in MASKING:
             raise ValueError(f"masking must be one of {sorted(MASKING)}, got {self.masking!r}")
         for dim, heads, what in [
@@ -105,6 +117,11 @@ class MAEConfig:
     def patch_dim(self) -> int:
         return self.patch_size**2 * self.in_chans
 
+    @property
+    def pred_dim(self) -> int:
+        """What the decoder outputs per patch: p*p*C pixels, target_dim PCA coefficients or target_dim logits."""
+        return self.patch_dim if self.target == "pixels" else self.target_dim
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -115,23 +132,6 @@ class MAEConfig:
         if unknown:
             raise ValueError(f"unknown MAEConfig fields {unknown}; valid fields are {sorted(known)}")
         return cls(**d)
-
-
-class LinearPatchEmbed(PatchEmbed):
-    """timm's PatchEmbed (the same parameters: a p x p, stride-p convolution `proj`), computed as one matrix
-    product on `patchify`'s rows. The same function as the convolution, without its memory-layout conversions:
-    on an H200 those took ~5% of a compiled ViT-B MAE step (benchmarks/RESULTS.md).
-
-    imgs: (N, C, H, W) -> (N, L, D)
-    """
-
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        if tuple(imgs.shape[-2:]) != tuple(self.img_size):
-            raise ValueError(f"images are {imgs.shape[-2]}x{imgs.shape[-1]} but this patch embedding expects "
-                             f"{self.img_size[0]}x{self.img_size[1]}: resize them or build the model for their size")
-        w = self.proj.weight  # (D, C, p, p)
-        w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # (D, p*p*C): patchify's (row, column, channel) order
-        return F.linear(patchify(imgs, self.patch_size[0]), w, self.proj.bias)
 
 
 class MaskedAutoencoder(nn.Module):
@@ -165,7 +165,18 @@ class MaskedAutoencoder(nn.Module):
             for _ in range(c.decoder_depth)
         )
         self.decoder_norm = norm_layer(c.decoder_embed_dim)
-        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.pred_dim)
+
+        # --- a fitted target (maelib.targets): buffers, so that checkpoints carry them ---
+        k, d = c.target_dim, c.patch_dim
+        if c.target == "pca":
+            self.register_buffer("target_mean", torch.zeros(d))
+            self.register_buffer("target_components", torch.zeros(k, d))
+        elif c.target == "tokens":
+            self.register_buffer("target_centres", torch.zeros(k, d))
+            self.register_buffer("target_prior", torch.full((k,), 1.0 / max(k, 1)))
+        if c.target != "pixels":  # pixel models keep exactly the official (and Hugging Face) state dict
+            self.register_buffer("target_fitted", torch.tensor(False))
 
         self.initialize_weights()
 
@@ -190,7 +201,6 @@ class MaskedAutoencoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameters that AdamW should not decay (norms and biases are excluded by shape elsewhere)."""
         return {"cls_token", "mask_token", "encoder_mask_token", "pos_embed", "decoder_pos_embed"}
-
 
     # ------------------------------------------------------------------ helpers
     def check_images(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -274,19 +284,73 @@ class MaskedAutoencoder(nn.Module):
         x = self.decoder_norm(x)
         return self.decoder_pred(x)[:, 1:]  # drop the cls token -> (N, L, p*p*C)
 
-    def loss_target(self, imgs: torch.Tensor) -> torch.Tensor:
-        """What the decoder is trained to predict: imgs (N, C, H, W) -> (N, L, p*p*C) pixels, each patch normalised
-        by its own mean and std for norm_pix_loss models (the paper's default)."""
+    def pixel_target(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs (N, C, H, W) -> (N, L, p*p*C) the patches, each normalised by its own mean and std for
+        norm_pix_loss models (the paper's default): what the pixel target predicts, and what the others encode."""
         target = self.patchify(imgs)
         return normalize_patches(target) if self.config.norm_pix_loss else target
 
+    @torch.no_grad()
+    def fit_target(self, imgs: torch.Tensor, max_patches: int = 200_000, seed: int = 0) -> "MaskedAutoencoder":
+        """Fit the PCA or the k-means codebook on a seeded `max_patches` of the patches of `imgs` (N, C, H, W),
+        training images (MAEPretrainModule does it before training). Nothing to fit for pixels. -> self"""
+        c = self.config
+        if c.target == "pixels":
+            return self
+        patches = sample_patches(self.pixel_target(self.check_images(imgs)), max_patches, seed)  # (M, p*p*C)
+        if c.target == "pca":
+            fitted = fit_pca(patches, c.target_dim)[:2]  # the mean and the leading components
+            names = ("target_mean", "target_components")
+        else:
+            fitted = fit_kmeans(patches, c.target_dim, seed=seed)
+            names = ("target_centres", "target_prior")
+        for name, value in zip(names, fitted):
+            getattr(self, name).copy_(value)
+        self.target_fitted.fill_(True)
+        return self
+
+    @property
+    def target_is_fitted(self) -> bool:
+        """False for a PCA or token target before `fit_target` (or a checkpoint that holds it) has run."""
+        return self.config.target == "pixels" or bool(self.target_fitted)
+
+    def loss_target(self, imgs: torch.Tensor) -> torch.Tensor:
+        """What the decoder is trained to predict, for imgs (N, C, H, W): pixels (N, L, p*p*C), PCA
+        coefficients (N, L, k), or the index of the nearest k-means token (N, L), long."""
+        if not self.target_is_fitted:
+            raise ValueError(f"this model's {self.config.target!r} target is not fitted yet: call "
+                             "model.fit_target(training_images) first (MAEPretrainModule does it before training)")
+        pixels = self.pixel_target(imgs)
+        if self.config.target == "pca":
+            return pca_coordinates(pixels, self.target_mean, self.target_components)
+        if self.config.target == "tokens":
+            return nearest_centre(pixels, self.target_centres)
+        return pixels
+
+    def patch_loss(self, imgs: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """imgs: (N, C, H, W), pred: (N, L, pred_dim) -> (N, L) the loss of every patch: mean squared error
+        (pixels, PCA) or cross-entropy of the token logits."""
+        target = self.loss_target(imgs)
+        if self.config.target == "tokens":
+            return F.cross_entropy(pred.float().flatten(0, 1), target.flatten(), reduction="none").view(target.shape)
+        return (pred.float() - target.float()).pow(2).mean(dim=-1)
+
+    @torch.no_grad()
+    def trivial_patch_loss(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs (N, C, H, W) -> (N, L) the loss of a decoder that learned nothing about the image: predicting
+        zeros (the dataset's mean pixel, each patch's own mean for norm-pix, the mean PCA coefficients), or for
+        tokens, the training tokens' frequencies (the class prior). A model must beat this to have learned."""
+        target = self.loss_target(imgs)
+        if self.config.target == "tokens":
+            return -self.target_prior.clamp_min(1e-12).log()[target]
+        return target.float().pow(2).mean(dim=-1)
+
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """imgs: (N, C, H, W), pred: (N, L, p*p*C), mask: (N, L) -> mean squared error over masked patches.
+        """imgs: (N, C, H, W), pred: (N, L, pred_dim), mask: (N, L) -> the mean `patch_loss` over masked patches.
 
         With no masked patch at all (mask ratio 0) there is nothing to score and the loss is 0.
         """
-        target = self.loss_target(imgs)  # (N, L, p*p*C)
-        loss = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (N, L) per-patch MSE
+        loss = self.patch_loss(imgs, pred)  # (N, L)
         return (loss * mask).sum() / mask.sum().clamp_min(1)
 
     def forward(
@@ -324,14 +388,20 @@ class MaskedAutoencoder(nn.Module):
         return self.norm(tokens[:, 1:].mean(dim=1))  # average the patches, then normalise
 
     def pred_to_images(self, pred: torch.Tensor, imgs: torch.Tensor | None = None) -> torch.Tensor:
-        """Predictions (N, L, p*p*C) -> images (N, C, H, W), in the same pixel space as `imgs`.
+        """Predictions (N, L, pred_dim) -> images (N, C, H, W), in the same pixel space as `imgs` (PCA coefficients
+        and token logits are first turned into patches: the rank-k patch, the most likely token's centre).
 
         A norm_pix_loss model predicts each patch with mean 0 and variance 1. To show it as an image, pass
         the original `imgs`: the predictions are scaled back with each true patch's mean and std. Note this
         leaks the hidden patches' mean colour and contrast into the picture; the shapes and texture are the
         model's own. Without `imgs` a norm_pix prediction is returned as it is (normalised).
         """
-        if self.config.norm_pix_loss and imgs is not None:
+        c = self.config
+        if c.target == "pca":  # back from the coefficients: the best rank-k patch
+            pred = pca_patches(pred, self.target_mean, self.target_components)
+        elif c.target == "tokens":  # the most likely token's centre
+            pred = self.target_centres[pred.argmax(-1)]
+        if c.norm_pix_loss and imgs is not None:
             mean, std = patch_stats(self.patchify(imgs))
             pred = pred * std + mean
         return self.unpatchify(pred)

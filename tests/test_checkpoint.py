@@ -173,3 +173,21 @@ def test_encoder_weights_go_from_timm_back_to_the_mae(pool):
                 tokens = blk(tokens)
             pooled = vit.forward_head(vit.forward_features(x), pre_logits=True)
             assert torch.allclose(back.norm(tokens[:, 1:].mean(1)), pooled, atol=1e-5)
+
+
+def test_a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A safetensors file starts with its header's length, little-endian: 1 file in 256 has 0x80 as its first byte,
+    which is also how a pickle starts. Such a file (an encoder 32 wide, say) must still load as safetensors."""
+    from safetensors.torch import save_file
+
+    from maelib.weights.checkpoint import file_format, read_state_dict
+
+    for pad in range(300):
+        path = tmp_path / "m.safetensors"
+        save_file({"w": torch.zeros(3)}, str(path), metadata={"note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert file_format(path) == "safetensors"
+    tensors, metadata = read_state_dict(path)
+    assert torch.equal(tensors["w"], torch.zeros(3)) and metadata["note"].startswith("x")

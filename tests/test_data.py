@@ -520,3 +520,21 @@ def test_batch_transform_matches_the_per_image_eval_transform():
     assert batched.shape == (4, 3, 32, 32)
     # the per-image path resizes uint8 pixels (rounding to whole grey levels), the batched one floats
     assert torch.allclose(batched, single, atol=1 / 255 / 0.4)
+
+
+def test_holdout_scores_on_training_images_that_never_train():
+    """MAEDataModule(holdout=N): a seeded N of Fashion-MNIST's training images leave training and become the val and
+    test split, so settings are chosen without the test set; the same seed holds out the same images."""
+    from maelib.data import MAEDataModule
+
+    dm = MAEDataModule(holdout=1000, augment="none", batch_size=256)
+    dm.setup()
+    assert len(dm.labelled_train_set) == 59000 and len(dm.test_set) == 1000
+    held = {hashlib.md5(img.numpy().tobytes()).hexdigest() for img in dm.test_set.images}
+    trained = {hashlib.md5(img.numpy().tobytes()).hexdigest() for img in dm.labelled_train_set.images}
+    assert not held & trained  # no held-out image is also a training image
+    again = MAEDataModule(holdout=1000, augment="none", batch_size=256)
+    again.setup()
+    assert torch.equal(again.test_set[0][0], dm.test_set[0][0])
+    with pytest.raises(ValueError, match="holdout is for datasets with a test split"):
+        MAEDataModule(dataset="imagefolder", root="anywhere", holdout=10)

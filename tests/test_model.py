@@ -127,7 +127,7 @@ def test_patch_embedding_as_one_matmul_equals_the_convolution(in_chans, patch):
     from timm.layers import PatchEmbed
 
     torch.manual_seed(0)
-    ours = maelib.model.LinearPatchEmbed(patch * 4, patch, in_chans, 32)
+    ours = maelib.patches.LinearPatchEmbed(patch * 4, patch, in_chans, 32)
     conv = PatchEmbed(patch * 4, patch, in_chans, 32)
     conv.load_state_dict(ours.state_dict())
     imgs = torch.randn(3, in_chans, patch * 4, patch * 4)

@@ -310,3 +310,22 @@ def test_the_ablation_child_notebook_runs_one_setting_through_the_sweep(tmp_path
     row = result.rows[0]
     assert row["mask_ratio"] == 0.5 and row["encoder_tokens"] == 1 + 24 and row["steps"] == tiny["steps"]
     assert (tmp_path / "mask_ratio=0.5" / "seed0" / "ablation_run.ipynb").exists()
+
+
+def test_notebook_8_reads_the_committed_study_at_its_defaults(tmp_path, monkeypatch):
+    """At its defaults notebook 8 draws the committed CPU study in seconds, exercises answered (strict checks), and
+    records as lessons exactly the study's resolved directions (and the baseline's bars), each as it came out."""
+    study = json.loads((ROOT / "benchmarks/results/ablation_study_cpu.json").read_text())
+    nb = NOTEBOOK_DIR / "08_ablations.ipynb"
+    solved = tmp_path / nb.name
+    nbformat.write(with_solutions(nb), solved)
+    monkeypatch.setenv("MAELIB_CHECKS", "solutions")
+    pm.execute_notebook(str(solved), str(tmp_path / "executed.ipynb"), parameters={"out_dir": str(tmp_path / "out")},
+                        cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["runs"] == len(study["rows"]) and results["study"].endswith("ablation_study_cpu.json")
+    names = {"knn_acc_mean": "k-NN", "probe_acc_mean": "probe", "finetune_acc": "fine-tune"}
+    resolved = [c for c in study["claims"] if c["metric"] in names and c["verdict"] != "not resolved"]
+    bars_lesson = [k for k in results["lessons"] if k.startswith("the baseline clears both bars")]
+    assert len(results["lessons"]) == len(resolved) + len(bars_lesson)
+    assert all(results["lessons"][f"{names[c['metric']]}: {c['text']}"] for c in resolved if c["verdict"] == "holds")

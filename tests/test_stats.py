@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from maelib.experiments.stats import compare, factor_table, format_table, mean_se, t_critical
+from maelib.experiments.stats import compare, factor_table, format_table, holm, mean_se, t_critical, t_pvalue
 
 
 def test_mean_se_by_hand():
@@ -53,3 +53,41 @@ def test_factor_table_rows_and_text():
     assert low["knn_acc_vs_baseline"].resolved and low["learned"] == 2
     text = format_table(table, ["knn_acc"])
     assert "0.75 (baseline)" in text and "-0.100 ± 0.008 resolved" in text and "2/3" in text
+
+
+def test_p_values_equal_scipys_t_test():
+    from scipy import stats as sp
+
+    rng = random.Random(0)
+    for n1, n2 in [(3, 3), (3, 5), (6, 4)]:
+        a = [rng.gauss(0.7, 0.02) for _ in range(n1)]
+        b = [rng.gauss(0.72, 0.03) for _ in range(n2)]
+        assert compare(a, b).p == pytest.approx(sp.ttest_ind(a, b, equal_var=True).pvalue, rel=1e-9)
+    for t, df in [(0.0, 4), (2.776, 4), (-10.0, 2), (1.5, 30)]:
+        assert t_pvalue(t, df) == pytest.approx(2 * sp.t.sf(abs(t), df), rel=1e-9)
+    assert t_pvalue(2.776, 4) == pytest.approx(0.05, abs=1e-4)  # the table's critical value is 5% two-sided
+
+
+def test_holm_is_the_step_down_procedure():
+    """Against Holm's definition: reject the i-th smallest p-value (1-based) at level alpha when it and every smaller
+    one satisfy p_(j) <= alpha / (m - j + 1); the adjusted p-values reject exactly those, at every alpha."""
+    from scipy import stats as sp
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([]) == [] and holm([0.5]) == [0.5] and holm([0.6, 0.9]) == [1.0, 1.0]
+    rng = random.Random(1)
+    for _ in range(200):
+        m = rng.randint(1, 12)
+        # p-values of real t tests (scipy), some differences true, some not
+        p = [sp.ttest_ind([rng.gauss(d, 1) for _ in range(3)], [rng.gauss(0, 1) for _ in range(3)]).pvalue
+             for d in (rng.choice([0.0, 0.0, 3.0]) for _ in range(m))]
+        adjusted = holm(p)
+        order = sorted(range(m), key=lambda i: p[i])
+        for alpha in (0.01, 0.05, 0.1, 0.2):
+            rejected, still = set(), True
+            for j, i in enumerate(order, 1):
+                still = still and p[i] <= alpha / (m - j + 1)
+                if still:
+                    rejected.add(i)
+            assert {i for i in range(m) if adjusted[i] <= alpha} == rejected
+        assert all(a >= q for a, q in zip(adjusted, p)) and all(a <= 1 for a in adjusted)

@@ -249,9 +249,9 @@ class MaskPainter(anywidget.AnyWidget):
             self.loss = self.predict_zero = math.nan
             self.readout = f"0 of {self.num_patches} patches hidden: hide some to see the model predict them"
             return
-        target = self._model.loss_target(self._image.to(out["pred"].device))  # (1, L, p*p*C)
-        self.loss = float(out["loss"])  # the model's own loss: MSE on the hidden patches, in its target space
-        self.predict_zero = float(target[0, out["mask"][0].bool()].pow(2).mean())
+        trivial = self._model.trivial_patch_loss(self._image.to(out["pred"].device))  # (1, L)
+        self.loss = float(out["loss"])  # the model's own loss on the hidden patches, in its target space
+        self.predict_zero = float(trivial[0, out["mask"][0].bool()].mean())
         self.readout = (f"{count} of {self.num_patches} patches hidden ({count / self.num_patches:.0%})\n"
                         f"loss on the hidden patches {self.loss:.4f}   (predicting zero there: {self.predict_zero:.4f})"
                         + borrowed_note(self._model))

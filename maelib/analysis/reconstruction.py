@@ -42,8 +42,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def target_patches(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
-    """What the model is trained to predict: (N, L, p*p*C) pixels, per-patch normalised for norm_pix models
-    (`MaskedAutoencoder.loss_target`)."""
+    """What the model is trained to predict: (N, L, p*p*C) pixels, per-patch normalised for norm_pix models; PCA
+    coordinates or token indices for those targets (`MaskedAutoencoder.loss_target`)."""
     return model.loss_target(imgs)
 
 
@@ -84,7 +84,7 @@ def patch_errors(
     noise: torch.Tensor | None = None,
     space: str = "target",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-patch reconstruction MSE and the mask. -> errors (N, grid, grid), mask (N, grid, grid) with 1 = hidden.
+    """Per-patch reconstruction error (the model's loss per patch: MSE, cross-entropy for tokens) and the mask. -> errors (N, grid, grid), mask (N, grid, grid) with 1 = hidden.
 
     space="target": against what the model is trained on (normalised patches for norm_pix models); the mean
     over hidden patches is then the model's loss. space="pixel": against the input pixels, with norm_pix
@@ -97,7 +97,7 @@ def patch_errors(
     with torch.no_grad():
         imgs = imgs.to(out["pred"].device)
         if space == "target":
-            err = (out["pred"].float() - target_patches(model, imgs).float()).pow(2).mean(dim=-1)
+            err = model.patch_loss(imgs, out["pred"])  # (N, L): squared error, or cross-entropy for tokens
         else:
             err = (model.patchify(out["reconstruction"]) - model.patchify(imgs)).float().pow(2).mean(dim=-1)
     g = model.config.grid_size

@@ -148,6 +148,12 @@ def _executors() -> tuple:
     return tuple(EXECUTORS)
 
 
+def _targets() -> tuple:
+    from ..experiments.ablation import TARGETS
+
+    return tuple(TARGETS)
+
+
 def _augmentations() -> tuple:
     from ..experiments.ablation import AUGMENTATIONS
 
@@ -232,6 +238,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
         images=Param(int, 1, 16),
     ),
     "08_ablations": _declare(
+        study=PATH,
         preset=Param(str, choices=_presets),
         factors=Param(list, each=Param(str, choices=_factors)),
         seeds=Param(int, 1, 100),
@@ -251,7 +258,8 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
         mask_ratio=RATIO,
         decoder_depth=Param(int, 1, 24),
         decoder_embed_dim=Param(int, 4, 2048),
-        norm_pix_loss=Param(bool),
+        target=Param(str, choices=_targets),
+        target_dim=Param(int, 0, 4096),
         masking=Param(str, choices=("random", "block", "grid")),
         encoder_mask_tokens=Param(bool),
         augmentation=Param(str, choices=_augmentations),
@@ -259,11 +267,16 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
         batch_size=Param(int, 2, 8192),
         base_lr=Param(float, 0.0, 1.0),
         warmup_fraction=Param(float, 0.0, 1.0),
-        train_images=Param(int, lambda p: p["batch_size"], 60000, why="at least batch_size"),
+        train_images=Param(int, lambda p: p["batch_size"], 60000, why="at least batch_size", optional=True),
         eval_train_images=Param(int, 10, 60000),
         eval_test_images=Param(int, 2, 10000),
         arch=Param(str),
         arch_overrides=Param(dict),
+        embed_dim=Param(int, 0, 8192),
+        finetune_epochs=Param(int, 0, 10000),
+        finetune_images=Param(int, 1, 60000),
+        holdout=Param(int, 0, 59999),
+        score_at_steps=Param(list, each=Param(int, 1, 10**7)),
         threads=Param(int, 0, 1024),
     ),
 }

@@ -42,6 +42,9 @@ class MAEDataModule(L.LightningDataModule):
         brightness, contrast, saturation and hue strengths of "mae_color" (`maelib.data.color.JITTER`).
     val_fraction: imagefolder only, the seeded held-out share used for val and test. The other datasets
         validate and test on their test split.
+    holdout: datasets with their own test split: a seeded `holdout` of the training images leave training and
+        become the val and test split, so that settings are chosen without looking at the test set (imagefolder
+        has val_fraction for this).
     val_root: imagefolder only, a separate folder of validation images with the same class folders (ImageNet's
         val): it is the val and test split, and all of `root` trains (val_fraction is not used).
     eval_crop_pct: the eval transform resizes the short side to img_size / eval_crop_pct and takes the centre
@@ -88,7 +91,7 @@ class MAEDataModule(L.LightningDataModule):
                  jitter: tuple[float, float, float, float] = JITTER, in_memory: bool | None = None,
                  val_root: str | Path | None = None, eval_crop_pct: float = 1.0,
                  auto_augment: str | None = FINETUNE_AUTO_AUGMENT, reprob: float = 0.25,
-                 distributed_eval: bool = False) -> None:
+                 distributed_eval: bool = False, holdout: int | None = None) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -103,6 +106,9 @@ class MAEDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         if dataset == "imagefolder" and root is None:
             raise ValueError(f"dataset='imagefolder' needs root, a folder laid out as {_LAYOUT}")
+        if holdout is not None and dataset == "imagefolder":
+            raise ValueError("holdout is for datasets with a test split; an image folder holds out val_fraction of "
+                             "its images already (or give val_root)")
         if val_root is not None and dataset != "imagefolder":
             raise ValueError(f"val_root is for dataset='imagefolder' (e.g. ImageNet's val folder); {dataset} has its "
                              "own test split")
@@ -211,6 +217,8 @@ class MAEDataModule(L.LightningDataModule):
             train_tf = BatchTransform(**kw, augment=h.augment, crop_scale=tuple(h.crop_scale), jitter=tuple(h.jitter))
             eval_tf = BatchTransform(**kw, augment="none", crop_pct=h.eval_crop_pct)
             images, labels, self._class_names = self._load("train")
+            if h.holdout is not None:  # a seeded share of the training images replaces the test split
+                images, labels, held = self._hold_out(images, labels, h.holdout)
             images, labels = self._take((images, labels), h.train_subset, "train_subset")
             self.labelled_train_set = TensorImageDataset(images, labels, eval_tf)
             if h.dataset == "stl10" and h.stl10_unlabeled:
@@ -220,12 +228,20 @@ class MAEDataModule(L.LightningDataModule):
                 self.train_set = TensorImageDataset(images, labels_all, train_tf)
             else:
                 self.train_set = TensorImageDataset(images, labels, train_tf)
-            test_images, test_labels, _ = self._load("test")
+            test_images, test_labels, _ = self._load("test") if h.holdout is None else (*held, None)
             test_images, test_labels = self._take((test_images, test_labels), h.test_subset, "test_subset")
             self.val_set = self.test_set = TensorImageDataset(test_images, test_labels, eval_tf)
             train_labels = labels.tolist()
         self._check(train_labels)
         self._built = True  # only now: a setup that raised is redone (and raises again) on the next call
+
+    def _hold_out(self, images: torch.Tensor, labels: torch.Tensor, n: int):
+        """-> the training images and labels without a seeded `n` of them, and those n (images, labels)."""
+        if not 0 < n < len(images):
+            raise ValueError(f"holdout={n} must be between 1 and the {len(images)} training images - 1")
+        order = _seeded_indices(len(images), self.hparams.seed + 1)  # not the order train_subset draws from
+        held, kept = order[:n].sort().values, order[n:].sort().values
+        return images[kept], labels[kept], (images[held], labels[held])
 
     def _val_folder(self) -> list[tuple[str, int]]:
         """The samples of `val_root`, labelled with the training folder's class indices (the same class names)."""

@@ -53,8 +53,8 @@ class Setting:
 
     @property
     def name(self) -> str:
-        """Directory of this run under the sweep's out_dir, e.g. "mask_ratio=0.25/seed1"."""
-        value = "" if self.factor in ("baseline", "reference") else f"={self.value}"
+        """Directory of this run under the sweep's out_dir, e.g. "mask_ratio=0.25/seed1", "reference/seed0"."""
+        value = "" if self.factor == "baseline" or self.value is None else f"={self.value}"
         return f"{self.factor}{value}/seed{self.seed}".replace(" ", "")
 
 

@@ -360,7 +360,7 @@ def knn(args: list[str]) -> dict:
 
 def ablate(args: list[str]) -> dict:
     """`maelib ablate`: a preset's ablation sweep (maelib.experiments.ablation_design), on this machine or on SLURM."""
-    from ..experiments.ablation_design import ablate_command
+    from ..experiments.ablate import ablate_command
 
     return ablate_command(args)
 

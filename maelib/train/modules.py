@@ -18,6 +18,8 @@ says which flag to change, before any training.
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import numpy as np
 import torch
@@ -135,12 +137,30 @@ class MAEPretrainModule(ScheduledModule):
             check_input_fits(c.img_size, c.in_chans, dm, f"build the model for them (--model.arch_overrides "
                              f"'{{img_size: {data_hparam(dm, 'img_size')}, in_chans: {data_hparam(dm, 'in_chans')}}}', "
                              f"a multiple of patch_size={c.patch_size})")
+            if stage == "fit" and not self.model.target_is_fitted:
+                self.fit_target(dm)
         on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         pays = on_cuda and self.model.num_params() >= COMPILE_MIN_PARAMS
         wanted = pays if self.hparams.compile is None else self.hparams.compile
         if stage == "fit" and wanted and not self.compiled:
             self.model.compile()  # in place: parameter names, checkpoints and exports stay as they are
             self.compiled = True
+
+    FIT_IMAGES = 10_000  # a PCA or token target is fitted on the patches of this many training images
+
+    def fit_target(self, datamodule) -> None:
+        """Fit the model's PCA or k-means target (`MaskedAutoencoder.fit_target`) on a seeded sample of the
+        training images, un-augmented (the datamodule's labelled training loader), before the first step."""
+        images = []
+        loader = getattr(datamodule, "labelled_train_dataloader", datamodule.train_dataloader)()
+        for batch in loader:
+            images.append(self.split_batch(batch)[0])
+            if sum(len(x) for x in images) >= self.FIT_IMAGES:
+                break
+        imgs = torch.cat(images)[: self.FIT_IMAGES].to(next(self.model.parameters()).device)
+        self.model.fit_target(imgs, seed=data_hparam(datamodule, "seed") or 0)
+        logging.getLogger(__name__).info("fitted the %s target on %d training images", self.model.config.target,
+                                         len(imgs))
 
     @property
     def mask_ratio(self) -> float:

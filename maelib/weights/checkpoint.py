@@ -86,10 +86,11 @@ def file_format(path: str | os.PathLike) -> str | None:
     (a zip archive, torch.save's format, or a legacy pickle), or None (text, HTML, anything else)."""
     with open(path, "rb") as f:
         head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**27:
+        return "safetensors"  # a plausible header length (text would read as an enormous one); maybe cut short.
+        # First: a header length whose low byte is 0x80 (1 file in 256) starts like a pickle's protocol opcode
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "torch"
-    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**27:
-        return "safetensors"  # a plausible header length (text would read as an enormous one); maybe cut short
     return None
 
 

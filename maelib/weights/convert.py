@@ -178,6 +178,9 @@ def to_hf(model: MaskedAutoencoder):
     """The same model as a transformers ViTMAEForPreTraining (transformers must be installed)."""
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
+    if model.config.target != "pixels":
+        raise ValueError(f"Hugging Face's ViTMAE predicts pixels; this model predicts {model.config.target!r} "
+                         "(maelib.targets), which it has no place for. Its encoder converts: to_timm_vit(model)")
     hf = ViTMAEForPreTraining(ViTMAEConfig(**hf_config_kwargs(model.config)))
     hf.load_state_dict(to_hf_state_dict(model.state_dict()), strict=True)
     return hf
