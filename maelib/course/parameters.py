@@ -149,9 +149,9 @@ def _executors() -> tuple:
 
 
 def _targets() -> tuple:
-    from ..experiments.ablation import TARGETS
+    from ..experiments.ablation import TABLE_1C_TARGETS
 
-    return tuple(TARGETS)
+    return tuple(TABLE_1C_TARGETS)
 
 
 def _augmentations() -> tuple:

@@ -53,17 +53,17 @@ PROBE_EPOCHS = 40  # the package's one probe (maelib.evaluation.probe), run long
 AUGMENTATIONS = {"none": "none", "crop": "mae", "crop+jitter": "mae_color"}  # the paper's Table 1e names
 # Table 1c's reconstruction targets, as model config fields. PCA and tokens encode the normalised patches, so that
 # only the target's form differs from the norm-pix baseline (maelib.targets); `target_dim` defaults per target.
-TARGETS = {"pixel": dict(norm_pix_loss=False), "norm_pix": dict(norm_pix_loss=True),
+TABLE_1C_TARGETS = {"pixel": dict(norm_pix_loss=False), "norm_pix": dict(norm_pix_loss=True),
            "pca": dict(norm_pix_loss=True, target="pca"), "tokens": dict(norm_pix_loss=True, target="tokens")}
 TARGET_DIMS = {"pca": 8, "tokens": 64}  # half of a 4x4 grey patch's 16 values; a 64-word codebook
 
 
 def target_fields(target: str, target_dim: int | None = None) -> dict:
     """A Table 1c target name ("pixel", "norm_pix", "pca", "tokens") -> the model config fields that build it."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    if target not in TABLE_1C_TARGETS:
+        raise ValueError(f"target must be one of {sorted(TABLE_1C_TARGETS)}, got {target!r}")
     dim = TARGET_DIMS.get(target, 0) if target_dim is None else target_dim
-    return {**TARGETS[target], **({"target_dim": dim} if target in TARGET_DIMS else {})}
+    return {**TABLE_1C_TARGETS[target], **({"target_dim": dim} if target in TARGET_DIMS else {})}
 
 
 def finetune_accuracy(model, *, epochs: int, images: int, test_images: int, batch_size: int = 128,
