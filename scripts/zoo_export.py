@@ -94,10 +94,34 @@ def frozen_feature_metrics(name: str, mae: Path, arch: str, probes: bool, baseli
     return metrics
 
 
+ENCODERS = {  # encoders pretrained without an MAE decoder (kind "encoder"): how each was made, its saved file
+    "vit_mini_patch4_28.fmnist_mocov3": ("model.safetensors", "MoCo v3 (maelib contrastive --config "
+                                         "configs/contrastive_fmnist.yaml, 4 epochs) of the mini ViT on the same images "
+                                         "as the MAE; encoder only: the decoder is fresh, its reconstructions mean nothing"),
+    "vit_mini_patch4_28.fmnist_supervised": ("encoder.safetensors", "the mini ViT trained from random initialisation "
+                                             "with the 60k labels (maelib finetune --config configs/supervised_fmnist.yaml, "
+                                             "2,740 steps); its encoder (fc_norm as the final norm), encoder only"),
+}
+
+
+def export_encoder(name: str, probes: bool, common: dict, run: Path) -> ModelCard:
+    """A card for an encoder of another pretraining method: its frozen features' k-NN (and probe) on the full
+    test set, the k-NN check, and for the supervised one the accuracy its classifier reached."""
+    dst = WEIGHTS_DIR / common["file"]
+    metrics = frozen_feature_metrics(name, dst, "mae_vit_mini_patch4_28", probes, baselines=False, pools=("mean",))
+    metrics.update({k: v for k, v in json.loads((run / "metrics.json").read_text()).items()
+                    if k in ("test/acc", "steps", "epochs", "fit_seconds", "summary/knn", "summary/knn_random_init")})
+    check = {"what": "knn", "pool": "mean", "bank": 10000, "test": 2000, "value": knn_check(str(dst))}
+    return ModelCard(kind="encoder", arch="mae_vit_mini_patch4_28", data=FMNIST, mean=STATS["fashion_mnist"][0],
+                     std=STATS["fashion_mnist"][1], metrics=metrics, check=check,
+                     notes=ENCODERS[name][1] + ". " + FEATURE_NOTES.split("; reconstruction_")[0], **common)
+
+
 def export(name: str, probes: bool) -> ModelCard:
     run = ROOT / "runs" / "zoo" / name
     wall = float((run / "wall_seconds.txt").read_text())
-    src = run / ("classifier.safetensors" if name.startswith("vit_") else "model.safetensors")
+    src = run / (ENCODERS[name][0] if name in ENCODERS else
+                 "classifier.safetensors" if name.startswith("vit_") else "model.safetensors")
     dst = WEIGHTS_DIR / f"{name}.safetensors"
     WEIGHTS_DIR.mkdir(exist_ok=True)
     if src.stat().st_size > 9.5 * 2**20:  # shipped files stay under ~10 MB: half precision, upcast again on load
@@ -109,7 +133,9 @@ def export(name: str, probes: bool) -> ModelCard:
     common = dict(name=name, source="shipped", licence=LICENCE, recipe=f"bash scripts/zoo_train.sh {name} && "
                   f"python scripts/zoo_export.py {name}", wall_seconds=wall, machine=machine(),
                   date=datetime.date.today().isoformat(), file=dst.name)
-    if name.startswith("vit_"):  # a classifier
+    if name in ENCODERS:
+        card = export_encoder(name, probes, common, run)
+    elif name.startswith("vit_"):  # a classifier
         net = maelib.load_classifier(dst)
         metrics = {"test_acc": classifier_accuracy(net, test=None),
                    "finetune_metrics_json": json.loads((run / "metrics.json").read_text())}
@@ -176,6 +202,10 @@ def table() -> str:
         card, m = maelib.pretrained_card(name), maelib.pretrained_card(name).metrics
         if card.kind == "classifier":
             use, numbers = "a Fashion-MNIST classifier", f"test accuracy {m['test_acc']:.1%} (10k images)"
+        elif card.kind == "encoder":
+            use = "comparing pretraining methods (notebook 9)"
+            numbers = f"k-NN (mean pool) {m['knn_mae_mean']:.1%}" + (
+                f"; linear probe {m['linprobe_mae_mean']:.1%}" if "linprobe_mae_mean" in m else "")
         elif card.target == "norm_pix":
             use = "probing, k-NN, fine-tuning"
             numbers = (f"k-NN (mean pool) {m['knn_mae_mean']:.1%} vs raw pixels {m['knn_pixels']:.1%} vs random init "

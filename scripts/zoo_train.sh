@@ -23,6 +23,14 @@ train() {
       "$MAELIB" finetune --config configs/finetune_fmnist.yaml \
         --model.checkpoint runs/zoo/mae_vit_mini_patch4_28.fmnist_normpix/model.safetensors \
         --trainer.max_epochs 8 --model.warmup_epochs 1 --trainer.default_root_dir "$out" "${QUIET[@]}" ;;
+    vit_mini_patch4_28.fmnist_supervised)    # the same ViT trained with labels from random init, at the MAE's
+      # budget: 2,740 steps of batch 256 (11.7 epochs) = 1,902 s at the quiet 0.694 s/step of the fine-tuned model
+      "$MAELIB" finetune --config configs/supervised_fmnist.yaml --trainer.max_epochs 12 --trainer.max_steps 2740 \
+        --trainer.default_root_dir "$out" "${QUIET[@]}" ;;
+    vit_mini_patch4_28.fmnist_mocov3)        # MoCo v3 on the same ViT and images, at about the MAE's budget: 4
+      # epochs (benchmarks/pretraining_cost.py: one MoCo v3 epoch costs 4-5 of MAE's 24)
+      "$MAELIB" contrastive --config configs/contrastive_fmnist.yaml --trainer.max_epochs 4 \
+        --trainer.default_root_dir "$out" "${QUIET[@]}" ;;
     mae_vit_tiny_patch8_64.photos_pixel)     # colour, pixel target, random crops of the photos shipped offline
       "$MAELIB" pretrain --config configs/pretrain_photos.yaml --trainer.default_root_dir "$out" "${QUIET[@]}" ;;
     *) echo "unknown zoo model $name" >&2; exit 2 ;;

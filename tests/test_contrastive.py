@@ -68,8 +68,29 @@ def test_a_tiny_run_trains_the_encoder_only_and_saves_an_mae(tmp_path):
     assert torch.allclose(again.features(x), module.model.eval().features(x), atol=1e-6)
 
 
+def test_the_momentum_branch_moves_towards_the_query_branch_by_one_minus_m():
+    L.seed_everything(0, verbose=False)
+    module = MoCoV3Module(arch_overrides=HALF, hidden_dim=64, out_dim=16, momentum=0.9, warmup_epochs=0.1)
+    with torch.no_grad():  # pull the momentum branch away from the query branch
+        for p in module.momentum_model.parameters():
+            p.add_(torch.randn_like(p))
+    query = {k: v.clone() for k, v in module.model.named_parameters()}
+    momentum = {k: v.clone() for k, v in module.momentum_model.named_parameters()}
+    class StopAfterOneStep(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            trainer.should_stop = True
+
+    data = MAEDataModule(train_subset=640, test_subset=64, augment="none", batch_size=64)
+    quiet_trainer(max_steps=10, limit_val_batches=0, callbacks=[StopAfterOneStep()]).fit(module, datamodule=data)
+    # step 0 of the cosine schedule (over 10 steps): m = 0.9; the update comes before the query branch's own step
+    for k, p in module.momentum_model.named_parameters():
+        assert torch.allclose(p, 0.9 * momentum[k] + 0.1 * query[k], atol=1e-6), k
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="momentum must be in"):
         MoCoV3Module(arch_overrides=HALF, momentum=1.5)
+    with pytest.raises(ValueError, match="give an `arch`"):
+        MoCoV3Module(arch=None)
     with pytest.raises(ValueError, match="pool must be"):
         MoCoV3Module(arch_overrides=HALF, pool="max")

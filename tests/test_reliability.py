@@ -190,7 +190,7 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path)
     script = textwrap.dedent("""
         import io, os, signal, sys
         import torch
-        from maelib.train.cli import AtomicCheckpointIO
+        from maelib.train.callbacks import AtomicCheckpointIO
 
         path = sys.argv[1]
         writer = AtomicCheckpointIO()
@@ -217,7 +217,7 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path)
     assert ckpt["global_step"] == 1 and torch.equal(ckpt["w"], torch.ones(100_000))
     stale = list(path.parent.glob(".last.ckpt.*.tmp"))
     assert len(stale) == 1 and 0 < stale[0].stat().st_size < path.stat().st_size  # the half-written new one
-    from maelib.train.cli import AtomicCheckpointIO
+    from maelib.train.callbacks import AtomicCheckpointIO
 
     AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 3

@@ -150,7 +150,7 @@ def test_ddp_leaves_the_sincos_tables_and_an_unused_mask_token_alone(tmp_path):
     from torch.nn.parallel import DistributedDataParallel
 
     from maelib.data import MAEDataModule
-    from maelib.train.cli import _make_cli
+    from maelib.train.run_cli import make_cli as _make_cli
 
     cli = _make_cli("pretrain", MAEPretrainModule, MAEDataModule,
                     ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "1",

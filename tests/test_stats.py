@@ -91,3 +91,13 @@ def test_holm_is_the_step_down_procedure():
                     rejected.add(i)
             assert {i for i in range(m) if adjusted[i] <= alpha} == rejected
         assert all(a >= q for a, q in zip(adjusted, p)) and all(a <= 1 for a in adjusted)
+
+
+def test_accuracy_gap_combines_the_two_binomial_errors():
+    from maelib.experiments.stats import accuracy_gap
+
+    gap, half = accuracy_gap(0.8, 0.7, 1000)
+    assert gap == pytest.approx(0.1) and half == pytest.approx(1.96 * math.sqrt((0.8 * 0.2 + 0.7 * 0.3) / 1000))
+    assert accuracy_gap(0.5, 0.5, 4000)[1] < accuracy_gap(0.5, 0.5, 1000)[1]  # more images, a narrower interval
+    with pytest.raises(ValueError, match="at least one test image"):
+        accuracy_gap(0.5, 0.5, 0)

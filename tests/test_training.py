@@ -199,6 +199,30 @@ def test_finetune_from_mae_and_from_scratch(pretrained, tmp_path):
     main(["finetune", "--model.arch", "mae_vit_mini_patch4_28", *TINY, "--trainer.default_root_dir",
           str(tmp_path / "scratch"), "--trainer.max_epochs", "1", "--model.train_last_blocks", "1", *DATA, *QUIET])
     assert "test/acc" in read_metrics(tmp_path / "scratch")
+    # its encoder, saved beside it (supervised pretraining's product), gives the classifier's pooled features
+    encoder = maelib.load_model(tmp_path / "scratch" / "encoder.safetensors")
+    scratch = maelib.load_classifier(tmp_path / "scratch" / "classifier.safetensors")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        pooled = scratch.forward_head(scratch.forward_features(x), pre_logits=True)
+    assert torch.allclose(encoder.features(x, "mean"), pooled, atol=1e-5)
+
+
+def test_contrastive_trains_and_saves_an_encoder_that_the_evaluations_take(tmp_path):
+    run = tmp_path / "moco"
+    main(["contrastive", "--config", "contrastive_fmnist", "--trainer.default_root_dir", str(run),
+          "--trainer.max_epochs", "1", "--model.hidden_dim", "64", "--model.out_dim", "16", *TINY, *DATA, *QUIET])
+    metrics = read_metrics(run)
+    assert metrics["steps"] == 512 // 64 and math.isfinite(metrics["val/loss"])
+    assert {"summary/knn", "summary/knn_random_init", "summary/knn_pixels"} <= set(metrics)
+    assert "summary/val_masked_loss" not in metrics  # its decoder never trained: no reconstruction claim
+    stored, meta = maelib.read_state_dict(run / "model.safetensors")
+    assert meta["contents"] == "encoder" and not any(k.startswith("decoder") for k in stored)
+    main(["knn", "--data.checkpoint", str(run / "model.safetensors"), "--run_dir", str(tmp_path / "knn"), *DATA])
+    assert 0.0 <= read_metrics(tmp_path / "knn")["knn/acc"] <= 1.0
+    with pytest.raises(ValueError, match="--data.augment none"):
+        main(["contrastive", "--config", "contrastive_fmnist", "--data.augment", "mae", "--trainer.default_root_dir",
+              str(tmp_path / "bad"), *TINY, *DATA, *QUIET])
 
 
 def test_partial_finetuning_freezes_early_blocks(pretrained):

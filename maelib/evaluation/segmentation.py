@@ -66,10 +66,11 @@ class LinearSegmenter(nn.Module):
 def segment(model: MaskedAutoencoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
             *, num_classes: int = 11, frozen: bool = True, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
             encoder_lr_scale: float = 0.1, weight_decay: float = 0.05, mean=(0.286,), std=(0.353,),
-            seed: int = 0) -> dict:
+            seed: int = 0, examples: int = 0) -> dict:
     """Train a `LinearSegmenter` on `train` = (images uint8 (N, C, S, S), masks int64 (N, S, S)) with pixel-wise
     cross-entropy (AdamW, cosine schedule), score it on `test`. `model` is copied, never changed.
-    -> {"miou", "per_class_iou", "pixel_acc", "frozen"}; seeded."""
+    -> {"miou", "per_class_iou", "pixel_acc", "frozen"}; seeded. examples=k adds "examples": the predicted masks
+    of the first k test scenes (int64 (k, S, S)), to draw beside the truth."""
     (train_x, train_y), (test_x, test_y) = train, test
     device = next(model.parameters()).device
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
@@ -100,10 +101,15 @@ def segment(model: MaskedAutoencoder, train: tuple[torch.Tensor, torch.Tensor], 
                 schedule.step()
     net.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    predictions = []
     with torch.no_grad():
         for i in range(0, len(test_x), 256):
             pred = net(inputs(test_x[i : i + 256])).argmax(1).cpu()
             confusion += confusion_matrix(pred, test_y[i : i + 256], num_classes)
+            predictions.append(pred[: max(0, examples - i)])
     miou, per_class = mean_iou(confusion)
-    return dict(miou=miou, per_class_iou=per_class, pixel_acc=(confusion.diag().sum() / confusion.sum()).item(),
-                frozen=frozen)
+    result = dict(miou=miou, per_class_iou=per_class, pixel_acc=(confusion.diag().sum() / confusion.sum()).item(),
+                  frozen=frozen)
+    if examples:
+        result["examples"] = torch.cat(predictions)
+    return result

@@ -25,14 +25,17 @@ LEARNED = 0.95  # a held-out masked loss below 95% of predict-zero's counts as "
 
 @torch.no_grad()
 def pretraining_summary(model: MaskedAutoencoder, datamodule, *, bank: int = 5000, queries: int = 2000,
-                        seed: int = 0) -> dict[str, float]:
+                        seed: int = 0, masked_loss: bool = True) -> dict[str, float]:
     """The numbers of the end-of-run summary (see the module's docstring), on seeded subsets of the datamodule's
     held-out (val) images and, for k-NN, of its labelled training images (`bank` of them) as the bank. The
-    random-initialisation twin is seeded, so two runs compare against the same one."""
+    random-initialisation twin is seeded, so two runs compare against the same one. masked_loss=False: k-NN only
+    (an encoder trained without the decoder, e.g. contrastive)."""
     model = model.eval()
     held_out = random_subset_loader(datamodule.val_dataloader(), queries, seed)
-    levels = masked_loss_levels(model, held_out, model.config.mask_ratio)
-    summary = {"val_masked_loss": levels["val_loss"], "predict_zero": levels["target_predict_zero"]}
+    summary = {}
+    if masked_loss:
+        levels = masked_loss_levels(model, held_out, model.config.mask_ratio)
+        summary.update(val_masked_loss=levels["val_loss"], predict_zero=levels["target_predict_zero"])
     if not getattr(datamodule, "has_class_labels", False):
         return summary
     with torch.random.fork_rng(devices=[]):
@@ -48,12 +51,12 @@ def pretraining_summary(model: MaskedAutoencoder, datamodule, *, bank: int = 500
 def summary_text(summary: dict[str, float]) -> str:
     """The summary as the lines `maelib pretrain` prints, with a warning and what to change where the run did not
     beat predict-zero or random initialisation."""
-    loss, zero = summary["val_masked_loss"], summary["predict_zero"]
-    lines = ["what this run learned (held-out images, fixed masks):",
-             f"  masked loss {loss:.4f} vs predict zero {zero:.4f} ({loss / zero:.0%} of it)"]
-    warnings = []
-    if loss >= LEARNED * zero:
-        warnings.append("the model fills hidden patches no better than predicting zero")
+    lines, warnings = ["what this run learned (held-out images):"], []
+    if "val_masked_loss" in summary:
+        loss, zero = summary["val_masked_loss"], summary["predict_zero"]
+        lines.append(f"  masked loss {loss:.4f} vs predict zero {zero:.4f} ({loss / zero:.0%} of it; fixed masks)")
+        if loss >= LEARNED * zero:
+            warnings.append("the model fills hidden patches no better than predicting zero")
     if "knn" in summary:
         knn, rand, pixels = summary["knn"], summary["knn_random_init"], summary["knn_pixels"]
         lines.append(f"  k-NN (mean pooling) {knn:.1%} vs the same architecture at random init {rand:.1%} vs raw "

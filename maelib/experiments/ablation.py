@@ -28,9 +28,7 @@ set: the way to choose a budget or a recipe without looking at the test images.
 from __future__ import annotations
 
 import random
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -39,13 +37,13 @@ import torch
 
 from ..data import MAEDataModule
 from ..evaluation.features import RawPixels, extract_features
+from ..evaluation.finetune import finetune_accuracy
 from ..evaluation.knn import knn_accuracy
 from ..evaluation.masked_loss import masked_loss_levels
 from ..evaluation.probe import linear_probe
 from ..registry import model_config
-from ..train.modules import FineTuneModule, MAEPretrainModule
+from ..train.modules import MAEPretrainModule
 from ..train.trainer import quiet_trainer
-from ..weights.checkpoint import save_model
 
 DATA_SEED = 0  # the same images in every run of a sweep (and the same validation masks: VAL_MASK_SEED)
 LEARNED_MARGIN = 0.95  # "learned": a masked-patch loss below 95% of the predict-zero level
@@ -64,33 +62,6 @@ def target_fields(target: str, target_dim: int | None = None) -> dict:
         raise ValueError(f"target must be one of {sorted(TABLE_1C_TARGETS)}, got {target!r}")
     dim = TARGET_DIMS.get(target, 0) if target_dim is None else target_dim
     return {**TABLE_1C_TARGETS[target], **({"target_dim": dim} if target in TARGET_DIMS else {})}
-
-
-def finetune_accuracy(model, *, epochs: int, images: int, test_images: int, batch_size: int = 128,
-                      base_lr: float = 2e-3, seed: int = 0, holdout: int | None = None) -> float:
-    """Test accuracy (0-1) after fine-tuning a copy of `model`'s encoder end to end on `images` labelled
-    training images for `epochs` epochs, with notebook 6's recipe (global average pooling, layer decay 0.75,
-    drop path 0.1, label smoothing 0.1, AdamW with warm-up and cosine; flips only). The model is untouched.
-    holdout: score on this many held-out training images instead of the test set (as `run_ablation`)."""
-    L.seed_everything(seed, verbose=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_model(model, Path(tmp) / "mae.safetensors")
-        module = FineTuneModule(checkpoint=str(path), num_classes=10, global_pool="avg", base_lr=base_lr,
-                                layer_decay=0.75, drop_path=0.1, weight_decay=0.05, label_smoothing=0.1,
-                                warmup_epochs=min(5.0, epochs / 4))
-    c = model.config
-    data = MAEDataModule(img_size=c.img_size, in_chans=c.in_chans, batch_size=min(batch_size, images),
-                         train_subset=images, test_subset=test_images, augment="flip", seed=DATA_SEED,
-                         holdout=holdout)
-    quiet_trainer(max_epochs=epochs).fit(module, datamodule=data)
-    net = module.net.eval()
-    device = next(net.parameters()).device
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in data.test_dataloader():
-            correct += (net(x.to(device)).argmax(1).cpu() == y).sum().item()
-            total += len(y)
-    return correct / total
 
 
 def score_encoder(model, *, mask_ratio: float, eval_train_images: int = 2000, eval_test_images: int = 1000,
@@ -117,7 +88,8 @@ def score_encoder(model, *, mask_ratio: float, eval_train_images: int = 2000, ev
         knn_acc_mean=knn_accuracy(*features["mean"][0], *features["mean"][1], k=20),
         probe_acc_mean=linear_probe(*features["mean"], epochs=PROBE_EPOCHS, seed=seed),
         finetune_acc=(finetune_accuracy(model, epochs=finetune_epochs, images=finetune_images, seed=seed,
-                                        test_images=eval_test_images, holdout=holdout) if finetune_epochs else None),
+                                        test_images=eval_test_images, holdout=holdout, subset_seed=DATA_SEED)
+                      if finetune_epochs else None),
         **levels)
     model.train(was_training)
     torch.set_rng_state(states[0]), np.random.set_state(states[1]), random.setstate(states[2])

@@ -45,6 +45,15 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def accuracy_gap(a: float, b: float, n: int) -> tuple[float, float]:
+    """Two accuracies (0-1), each measured on n test images -> (a - b, half-width of its 95% interval), each
+    accuracy's binomial s.e. sqrt(p (1 - p) / n) combined as if independent (on the same images the paired
+    interval is narrower: this one errs on the side of "not resolved")."""
+    if n < 1:
+        raise ValueError(f"an accuracy needs at least one test image, got n={n}")
+    return a - b, 1.96 * math.sqrt((a * (1 - a) + b * (1 - b)) / n)
+
+
 def t_pvalue(t: float, df: int) -> float:
     """Two-sided p-value of Student's t statistic with `df` degrees of freedom: P(|T| >= |t|)."""
     if df < 1:

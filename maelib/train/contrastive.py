@@ -34,6 +34,7 @@ from ..model import check_pool
 from ..registry import create_model
 from ..rng import AUGMENT
 from ..validate import check_positive
+from ..weights.zoo import load_model
 from .modules import ScheduledModule
 from .optim import scaled_lr, weight_decay_groups
 
@@ -69,14 +70,17 @@ class MoCoV3Module(ScheduledModule):
     """MoCo v3 on a maelib ViT. The data module gives un-augmented images (`MAEDataModule(augment="none")`); the two
     views are drawn here, keyed by the batch, so a resumed or multi-process run draws the same views."""
 
-    def __init__(self, arch: str = "mae_vit_mini_patch4_28", arch_overrides: dict | None = None, pool: str = "cls",
+    def __init__(self, arch: str | None = "mae_vit_mini_patch4_28", arch_overrides: dict | None = None,
+                 checkpoint: str | None = None, pool: str = "cls",
                  hidden_dim: int = 1024, out_dim: int = 256, temperature: float = 0.2, momentum: float = 0.99,
                  base_lr: float = 1.5e-4, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.999),
-                 warmup_epochs: float = 1.0, crop_scale: tuple[float, float] = (0.2, 1.0),
-                 jitter: tuple[float, float, float, float] = VIEW_JITTER) -> None:
-        """pool: the vector the heads see ("cls", as MoCo v3's ViT, or "mean"). temperature, momentum (the start
+                 warmup_epochs: float = 1.0, view_crop_scale: tuple[float, float] = (0.2, 1.0),
+                 view_jitter: tuple[float, float, float, float] = VIEW_JITTER) -> None:
+        """arch (+ arch_overrides): the ViT, at random initialisation; checkpoint: start from a trained MAE's
+        encoder instead (a zoo name or a file). pool: the vector the heads see ("cls", as MoCo v3's ViT, or "mean"). temperature, momentum (the start
         of the cosine schedule to 1), base_lr (scaled by batch / 256), weight decay and betas: MoCo v3's ViT
-        recipe (AdamW, lr 1.5e-4, wd 0.1, T 0.2, m 0.99). crop_scale and jitter: the views."""
+        recipe (AdamW, lr 1.5e-4, wd 0.1, T 0.2, m 0.99). view_crop_scale and view_jitter: how the two
+        views are drawn (named apart from the data module's own crop_scale and jitter, which are for MAE's input)."""
         super().__init__()
         check_pool(pool)
         check_positive("temperature", temperature)
@@ -84,7 +88,12 @@ class MoCoV3Module(ScheduledModule):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] (MoCo v3: 0.99, raised to 1 on a cosine), got {momentum}")
         self.save_hyperparameters()
-        self.model = create_model(arch, **(arch_overrides or {}))
+        if checkpoint is not None:
+            self.model = load_model(checkpoint, arch=arch, **(arch_overrides or {}))
+        elif arch is not None:
+            self.model = create_model(arch, **(arch_overrides or {}))
+        else:
+            raise ValueError("give an `arch` to train from random initialisation, or a `checkpoint` to start from")
         for name, p in self.model.named_parameters():  # the decoder is not trained: only the encoder is compared
             if not name.startswith(("patch_embed", "cls_token", "blocks", "norm")):
                 p.requires_grad_(False)
@@ -108,28 +117,46 @@ class MoCoV3Module(ScheduledModule):
         """The query encoder's vector per image (`pool`). imgs (N, C, H, W) -> (N, D)"""
         return self.model.features(imgs, self.hparams.pool)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        imgs, _, key = self.split_batch(batch)
-        gens = ((None, None) if key is None else
-                tuple(torch.Generator().manual_seed(key.seed_for(AUGMENT, view)) for view in (1, 2)))
+    def views(self, imgs: torch.Tensor, key, fixed_seed: int | None = None) -> list[torch.Tensor]:
+        """The two views of a batch: drawn from the batch's key (training), from `fixed_seed` (validation: the
+        same views every epoch), or from the global RNG."""
+        if fixed_seed is not None:
+            gens = tuple(torch.Generator().manual_seed(fixed_seed * 2 + view) for view in (1, 2))
+        elif key is not None:
+            gens = tuple(torch.Generator().manual_seed(key.seed_for(AUGMENT, view)) for view in (1, 2))
+        else:
+            gens = (None, None)
         mean, std = (s.to(imgs) for s in self._stats)
-        v1, v2 = two_views(imgs, mean=mean, std=std, crop_scale=tuple(self.hparams.crop_scale),
-                           jitter=tuple(self.hparams.jitter), generators=gens,
-                           global_size=None if key is None else key.global_size,
-                           rows=slice(None) if key is None else key.rows)
-        m = cosine_schedule(self.global_step, max(1, int(self.trainer.estimated_stepping_batches)),
-                            self.hparams.momentum, 1.0)
-        update_momentum(self.model, self.momentum_model, m)
-        update_momentum(self.projection, self.momentum_projection, m)
+        return two_views(imgs, mean=mean, std=std, crop_scale=tuple(self.hparams.view_crop_scale),
+                         jitter=tuple(self.hparams.view_jitter), generators=gens,
+                         global_size=None if key is None else key.global_size,
+                         rows=slice(None) if key is None else key.rows)
+
+    def contrastive_loss(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        """The symmetrised MoCo v3 loss of two views (N, C, H, W): queries of each against keys of the other."""
         q1, q2 = (self.prediction(self.projection(self.features(v))) for v in (v1, v2))
         with torch.no_grad():
             k1, k2 = (self.momentum_projection(self.momentum_model.features(v, self.hparams.pool)) for v in (v1, v2))
         t = self.hparams.temperature
-        loss = moco_v3_loss(q1, k2, t) + moco_v3_loss(q2, k1, t)
+        return moco_v3_loss(q1, k2, t) + moco_v3_loss(q2, k1, t)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        imgs, _, key = self.split_batch(batch)
+        v1, v2 = self.views(imgs, key)
+        m = cosine_schedule(self.global_step, max(1, int(self.trainer.estimated_stepping_batches)),
+                            self.hparams.momentum, 1.0)
+        update_momentum(self.model, self.momentum_model, m)
+        update_momentum(self.projection, self.momentum_projection, m)
+        loss = self.contrastive_loss(v1, v2)
         self.log("train/loss", self.checked_loss(loss, imgs, batch_idx), prog_bar=True)
         self.log("train/momentum", m)
         self.log_lr()
         return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """The contrastive loss on held-out images, with the same views every epoch (seeded by the batch index)."""
+        imgs, _, _ = self.split_batch(batch)
+        self.log("val/loss", self.contrastive_loss(*self.views(imgs, None, fixed_seed=batch_idx)), prog_bar=True)
 
     def configure_optimizers(self):
         lr = scaled_lr(self.hparams.base_lr, self.effective_batch())

@@ -204,6 +204,15 @@ def save_model(model: MaskedAutoencoder, path: str | os.PathLike, metadata: dict
                                          **(metadata or {})})
 
 
+def save_encoder(model: MaskedAutoencoder, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write only the encoder's weights, with the config, to one .safetensors file (atomically): for encoders
+    trained without a decoder (contrastive, supervised). `load_model` rebuilds a MaskedAutoencoder from it whose
+    decoder is freshly initialised: its reconstructions mean nothing, its features are the trained ones."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+    meta = {"format": "maelib", "contents": "encoder", "config": json.dumps(model.config.to_dict()), **(metadata or {})}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
 def save_classifier(net: torch.nn.Module, config: MAEConfig, path: str | os.PathLike, *, num_classes: int,
                     global_pool: str) -> Path:
     """A fine-tuned classifier (the timm VisionTransformer of `to_timm_vit`) with what rebuilds it."""
@@ -238,4 +247,8 @@ def load_model_file(path: str | os.PathLike, arch: str | None = None, **override
             f"{path} has no maelib config in it: name its architecture, e.g. load_model(path, arch="
             "'mae_vit_base_patch16') or load_official(path, 'mae_vit_base_patch16')"
         )
+    if metadata.get("contents") == "encoder":  # written by save_encoder: a decoder-less file on purpose
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="encoder-only checkpoint")
+            return load_weights(model, state_dict)
     return load_weights(model, state_dict)

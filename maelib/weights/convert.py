@@ -256,3 +256,15 @@ def encoder_state_from_timm_vit(vit: nn.Module) -> dict[str, torch.Tensor]:
             continue  # the classifier, and the unused final norm of a pooled ViT (timm makes it an Identity)
         state["norm." + k[len("fc_norm."):] if k.startswith("fc_norm.") else k] = v
     return state
+
+
+def mae_from_timm_vit(vit: nn.Module, config: MAEConfig) -> MaskedAutoencoder:
+    """A MaskedAutoencoder of `config` whose encoder holds a timm ViT's weights (`encoder_state_from_timm_vit`),
+    e.g. a classifier trained from scratch with labels: the supervised encoder, to probe or compare like an MAE's.
+    Its decoder is freshly initialised (seeded by the global RNG)."""
+    mae = MaskedAutoencoder(config)
+    missing, unexpected = mae.load_state_dict(encoder_state_from_timm_vit(vit), strict=False)
+    stray = [k for k in missing if not k.startswith(("decoder", "mask_token"))]
+    if unexpected or stray:
+        raise RuntimeError(f"the ViT does not fit this MAE config: missing {stray}, unexpected {unexpected}")
+    return mae

@@ -12,7 +12,9 @@ Names follow timm's `architecture.tag`. Three sources:
 - "official": facebookresearch/mae's released `.pth` files (CC-BY-NC 4.0), fetched into torch's hub cache and
   checked against the md5 prefixes that the official README and FINETUNE.md publish, read with weights_only;
 - "huggingface": transformers' ViTMAE checkpoints, converted with `maelib.from_hf`.
-An MAE loads as a `MaskedAutoencoder`; a classifier ("kind" classifier) as a timm `VisionTransformer`.
+An MAE loads as a `MaskedAutoencoder`; an encoder trained another way (kind "encoder": contrastive or supervised
+pretraining of the same ViT) as a `MaskedAutoencoder` with a fresh decoder; a classifier as a timm
+`VisionTransformer`.
 
 More models: `register_pretrained(card, path)` in Python, or folders of card files (`NAME.json`, a `ModelCard` as
 JSON, with its weights file named in `file` beside it, or a `url`) listed in ``$MAELIB_ZOO_PATH`` (separated like
@@ -37,13 +39,15 @@ WEIGHTS_DIR = Path(__file__).parent  # the shipped .safetensors and their .json 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OFFICIAL_LICENCE = "CC-BY-NC 4.0 (facebookresearch/mae): non-commercial use"
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/mae"
+KINDS = ("mae", "encoder", "classifier")  # what a card's weights load as (see ModelCard)
 
 
 @dataclass(frozen=True)
 class ModelCard:
     """What a zoo model is, how it was made and what it measured.
 
-    kind: "mae" (a MaskedAutoencoder) or "classifier" (a timm VisionTransformer).
+    kind: "mae" (a MaskedAutoencoder), "encoder" (a MaskedAutoencoder whose decoder was never trained: an encoder
+        pretrained without one, for features and fine-tuning only) or "classifier" (a timm VisionTransformer).
     arch: the maelib registry name its weights fit; arch_overrides: config fields that differ from it.
     target: "norm_pix" or "pixel" for MAEs: only pixel-target models draw reconstructions without borrowing
         each hidden patch's true mean and std.
@@ -130,8 +134,8 @@ def register_pretrained(card: ModelCard, path: str | Path | None = None, *, over
     """Add a model to the zoo: a card, and for a local model the file its weights are in."""
     if card.name in _REGISTRY and not overwrite:
         raise ValueError(f"a zoo model named {card.name!r} exists already; pass overwrite=True to replace it")
-    if card.kind not in ("mae", "classifier"):
-        raise ValueError(f"card {card.name!r}: kind must be 'mae' or 'classifier', got {card.kind!r}")
+    if card.kind not in KINDS:
+        raise ValueError(f"card {card.name!r}: kind must be one of {KINDS}, got {card.kind!r}")
     _REGISTRY[card.name] = (card, None if path is None else Path(path))
     return card
 
@@ -192,7 +196,8 @@ def pretrained_path(name: str, *, progress: bool = True) -> Path:
 
 
 def load_pretrained(name: str, *, progress: bool = True, **overrides):
-    """A zoo model by name: a MaskedAutoencoder (kind "mae") or a timm VisionTransformer classifier in eval mode.
+    """A zoo model by name: a MaskedAutoencoder (kinds "mae" and "encoder") or a timm VisionTransformer classifier
+    in eval mode.
 
     overrides: config fields for an MAE, e.g. img_size=448 (position embeddings are resized), mask_ratio=0.5.
     The card stays reachable as `maelib.pretrained_card(name)`."""
@@ -229,7 +234,7 @@ def load_model(source: str | os.PathLike, arch: str | None = None, **overrides) 
     bare state dicts) name the architecture with `arch`. Config fields can be overridden, e.g. img_size=56
     (position embeddings are resized)."""
     if is_pretrained_name(source):
-        if pretrained_card(str(source)).kind != "mae":
+        if pretrained_card(str(source)).kind == "classifier":
             raise ValueError(f"{source} is a classifier, not an MAE: load it with maelib.load_pretrained({str(source)!r})")
         return load_pretrained(str(source), **overrides)
     return load_model_file(source, arch, **overrides)
