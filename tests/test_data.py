@@ -538,3 +538,23 @@ def test_holdout_scores_on_training_images_that_never_train():
     assert torch.equal(again.test_set[0][0], dm.test_set[0][0])
     with pytest.raises(ValueError, match="holdout is for datasets with a test split"):
         MAEDataModule(dataset="imagefolder", root="anywhere", holdout=10)
+
+
+def test_the_example_folder_is_seeded_labelled_or_flat_and_never_overwrites(tmp_path):
+    from maelib.data.example_folder import EXAMPLE_CLASSES, example_pictures, write_example_folder
+
+    pictures, labels = example_pictures(3, seed=1)
+    assert pictures.shape == (27, 3, 64, 64) and pictures.dtype == torch.uint8
+    assert labels.tolist() == [c for c in range(9) for _ in range(3)] and len(EXAMPLE_CLASSES) == 9
+    again, _ = example_pictures(3, seed=1)
+    assert torch.equal(again, pictures) and not torch.equal(example_pictures(3, seed=2)[0], pictures)
+    root = write_example_folder(tmp_path / "labelled", 3, seed=1)
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    assert len(folders) == 9 and all(len(list(f.glob("*.png"))) == 3 for f in folders)
+    flat = write_example_folder(tmp_path / "flat", 3, flat=True, seed=1)
+    assert len(list(flat.glob("*.png"))) == 27 and not any(p.is_dir() for p in flat.iterdir())
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_example_folder(flat, 3)
+    dm = MAEDataModule(dataset="imagefolder", root=str(root), img_size=64, in_chans=3, batch_size=4)
+    dm.setup("fit")
+    assert dm.num_classes == 9
