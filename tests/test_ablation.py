@@ -121,6 +121,20 @@ def test_maelib_ablate_runs_a_preset_and_exports_its_summary(tmp_path, capsys):
     assert again["runs_span_seconds"] == summary["runs_span_seconds"] > 0  # the sweep's own time is kept
 
 
+def test_the_committed_study_is_whole_with_three_seeds_and_a_baseline_that_learned_in_every_one():
+    """Every setting and reference of the study preset has its 3 seeds committed, every baseline seed clears both
+    bars (k-NN 10 points over random init, masked loss at most 80% of predict-zero), and no run failed."""
+    study = json.loads((ROOT / "benchmarks/results/ablation_study_cpu.json").read_text())
+    runs = {(r["factor"], json.dumps(r["value"]), r["seed"]) for r in study["rows"]}
+    expected = {(s.factor, json.dumps(s.value), s.seed) for s in settings_for("study")}
+    assert runs == expected, sorted(expected - runs)
+    assert {seed for _, _, seed in expected} == {0, 1, 2} and len(expected) == 3 * len({k[:2] for k in expected})
+    assert not study["failed"]
+    bars = study["bars"]
+    assert [b["seed"] for b in bars["seeds"]] == [0, 1, 2] and bars["all_meet"]
+    assert all(b["knn_acc_mean_vs_random"] >= 0.10 and b["loss_ratio"] <= 0.80 for b in bars["seeds"])
+
+
 def test_the_committed_study_is_made_from_its_committed_runs():
     """benchmarks/results/ablation_study_cpu.json is the summary of the run records committed beside it (the sweep
     directory its command names): summarising them again gives the same rows, claims and bars, and the raw-pixel
