@@ -203,7 +203,7 @@ def table() -> str:
         if card.kind == "classifier":
             use, numbers = "a Fashion-MNIST classifier", f"test accuracy {m['test_acc']:.1%} (10k images)"
         elif card.kind == "encoder":
-            use = "comparing pretraining methods (notebook 9)"
+            use = "comparing pretraining methods"
             numbers = f"k-NN (mean pool) {m['knn_mae_mean']:.1%}" + (
                 f"; linear probe {m['linprobe_mae_mean']:.1%}" if "linprobe_mae_mean" in m else "")
         elif card.target == "norm_pix":

@@ -1,4 +1,4 @@
-"""Comparing pretraining methods (maelib.experiments.compare, notebook 9): the same seeded subsets for every
+"""Comparing pretraining methods (maelib.experiments.compare): the same seeded subsets for every
 method, records that add up, encoders from other methods loading through the zoo like an MAE's."""
 
 import json

@@ -1,6 +1,6 @@
 """Fine-tuning as a score: the accuracy an encoder reaches when a copy of it is trained end to end on a few
 labelled images, with notebook 6's recipe. The ablation study scores every run with it; the comparison of
-pretraining methods (notebook 9) draws its label-efficiency curves with it.
+pretraining methods (`maelib.experiments.compare`) draws its label-efficiency curves with it.
 
     acc = finetune_accuracy(model, epochs=5, images=5000, test_images=2000)          # -> 0-1
     acc = finetune_accuracy(model, steps=150, images=50, test_images=2000, subset_seed=2)   # 1% of 5,000 labels

@@ -1,4 +1,4 @@
-"""Pretraining methods side by side (notebook 9): the same ViT pretrained by MAE, by a contrastive method
+"""Pretraining methods side by side: the same ViT pretrained by MAE, by a contrastive method
 (MoCo v3), with labels (supervised), or not at all (random initialisation), judged by the same tests.
 
     encoders = load_encoders(INITS)                            # zoo names -> MaskedAutoencoders; None: random
