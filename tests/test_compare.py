@@ -85,3 +85,15 @@ def test_an_encoder_card_loads_as_an_mae_with_a_fresh_decoder(twins, tmp_path):
             register_pretrained(ModelCard(**{**card.to_dict(), "name": "test:bad", "kind": "moco"}), path)
     finally:
         unregister_pretrained("test:encoder")
+
+
+def test_pretrain_methods_trains_each_recipe_for_its_share_of_the_time_and_saves_its_encoder(tmp_path):
+    from maelib.experiments.compare import RECIPES, pretrain_methods
+
+    files = pretrain_methods(0.02, tmp_path)  # about a second each: a few steps of every method's preset
+    assert list(files) == list(RECIPES)
+    for method, path in files.items():
+        encoder = maelib.load_model(path)
+        assert encoder.config.embed_dim == 128, method
+        metrics = json.loads((tmp_path / RECIPES[method][1] / "metrics.json").read_text())
+        assert metrics["steps"] >= 1

@@ -77,10 +77,11 @@ class MoCoV3Module(ScheduledModule):
                  warmup_epochs: float = 1.0, view_crop_scale: tuple[float, float] = (0.2, 1.0),
                  view_jitter: tuple[float, float, float, float] = VIEW_JITTER) -> None:
         """arch (+ arch_overrides): the ViT, at random initialisation; checkpoint: start from a trained MAE's
-        encoder instead (a zoo name or a file). pool: the vector the heads see ("cls", as MoCo v3's ViT, or "mean"). temperature, momentum (the start
-        of the cosine schedule to 1), base_lr (scaled by batch / 256), weight decay and betas: MoCo v3's ViT
-        recipe (AdamW, lr 1.5e-4, wd 0.1, T 0.2, m 0.99). view_crop_scale and view_jitter: how the two
-        views are drawn (named apart from the data module's own crop_scale and jitter, which are for MAE's input)."""
+        encoder instead (a zoo name or a file). pool: the vector the heads see ("cls", as MoCo v3's ViT, or
+        "mean"). temperature, momentum (the start of the cosine schedule to 1), base_lr (scaled by batch / 256),
+        weight decay and betas: MoCo v3's ViT recipe (AdamW, lr 1.5e-4, wd 0.1, T 0.2, m 0.99).
+        view_crop_scale and view_jitter: how the two views are drawn (named apart from the data module's own
+        crop_scale and jitter, which are for MAE's input)."""
         super().__init__()
         check_pool(pool)
         check_positive("temperature", temperature)

@@ -247,8 +247,7 @@ def load_model_file(path: str | os.PathLike, arch: str | None = None, **override
             f"{path} has no maelib config in it: name its architecture, e.g. load_model(path, arch="
             "'mae_vit_base_patch16') or load_official(path, 'mae_vit_base_patch16')"
         )
-    if metadata.get("contents") == "encoder":  # written by save_encoder: a decoder-less file on purpose
-        with warnings.catch_warnings():
+    with warnings.catch_warnings():
+        if metadata.get("contents") == "encoder":  # written by save_encoder: decoder-less on purpose, no warning
             warnings.filterwarnings("ignore", message="encoder-only checkpoint")
-            return load_weights(model, state_dict)
-    return load_weights(model, state_dict)
+        return load_weights(model, state_dict)
