@@ -548,13 +548,15 @@ def test_the_example_folder_is_seeded_labelled_or_flat_and_never_overwrites(tmp_
     assert labels.tolist() == [c for c in range(9) for _ in range(3)] and len(EXAMPLE_CLASSES) == 9
     again, _ = example_pictures(3, seed=1)
     assert torch.equal(again, pictures) and not torch.equal(example_pictures(3, seed=2)[0], pictures)
-    root = write_example_folder(tmp_path / "labelled", 3, seed=1)
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    assert len(folders) == 9 and all(len(list(f.glob("*.png"))) == 3 for f in folders)
+    root = write_example_folder(tmp_path / "labelled", 3, val_per_class=2, seed=1)
+    for split, n in (("train", 3), ("val", 2)):
+        folders = sorted(p for p in (root / split).iterdir() if p.is_dir())
+        assert len(folders) == 9 and all(len(list(f.glob("*.png"))) == n for f in folders)
     flat = write_example_folder(tmp_path / "flat", 3, flat=True, seed=1)
     assert len(list(flat.glob("*.png"))) == 27 and not any(p.is_dir() for p in flat.iterdir())
     with pytest.raises(FileExistsError, match="not empty"):
         write_example_folder(flat, 3)
-    dm = MAEDataModule(dataset="imagefolder", root=str(root), img_size=64, in_chans=3, batch_size=4)
+    dm = MAEDataModule(dataset="imagefolder", root=str(root / "train"), val_root=str(root / "val"), img_size=64,
+                       in_chans=3, batch_size=4)
     dm.setup("fit")
     assert dm.num_classes == 9

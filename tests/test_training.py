@@ -151,6 +151,12 @@ def test_linprobe_and_knn_tell_a_trained_encoder_from_random_initialisation(tmp_
     refs = read_metrics(tmp_path / "refs")
     assert refs["knn/acc"] == pytest.approx(knn_trained) and refs["knn/random_init_acc"] < knn_trained - 0.05
     assert refs["knn/pixels_acc"] > refs["knn/random_init_acc"]
+    main(["linprobe", "--data.checkpoint", "mae_vit_mini_patch4_28.fmnist_normpix", "--data.pool", "mean",
+          "--trainer.default_root_dir", str(tmp_path / "probe_refs"), "--trainer.max_epochs", "1", "--references",
+          "true", *DATA, *QUIET])
+    probes = read_metrics(tmp_path / "probe_refs")  # the quick probe, one recipe for the encoder and both references
+    assert probes["probe/quick_acc"] > probes["probe/random_init_acc"] + 0.03, probes
+    assert 0.3 < probes["probe/pixels_acc"] <= 1.0
 
 
 def test_linprobe_runs_on_a_checkpoint_of_maelib_pretrain(pretrained, tmp_path):
@@ -338,6 +344,31 @@ def test_pretrain_on_an_unlabelled_folder_and_evaluation_asks_for_classes(tmp_pa
         main(["knn", "--data.checkpoint", model, *data, "--run_dir", str(tmp_path / "knn")])
     with pytest.raises(ValueError, match="needs labelled images.*root/<class>/<image>"):
         main(["linprobe", "--data.checkpoint", model, *data, "--trainer.default_root_dir", str(tmp_path / "probe"), *QUIET])
+
+
+def test_the_folder_presets_pretrain_and_fine_tune_on_the_example_folder_with_a_budget_in_steps(tmp_path, capsys):
+    """The README's own-images path at a few steps: `--config folder` for pretrain and finetune on the stand-in
+    folder (train/ and val/), the end-of-run summary with its references, fine-tuning from the MAE and from
+    scratch. The budget is the steps the preset sets (here overridden smaller), whatever the number of epochs."""
+    from maelib.data.example_folder import write_example_folder
+
+    root = write_example_folder(tmp_path / "my_images", 8, val_per_class=2)
+    folder = ["--data.root", str(root / "train"), "--data.val_root", str(root / "val")]
+    small = ["--model.arch_overrides", "{norm_pix_loss: false, depth: 1, decoder_depth: 1}", *QUIET]
+    main(["pretrain", "--config", "folder", *folder, "--trainer.max_steps", "5", "--trainer.val_check_interval", "3",
+          "--trainer.default_root_dir", str(tmp_path / "pre"), *small])
+    pretrained = read_metrics(tmp_path / "pre")
+    assert pretrained["steps"] == 5 and pretrained["epochs"] >= 3  # 72 images at batch 64: the steps decide
+    assert {"summary/knn", "summary/knn_random_init", "summary/knn_pixels"} <= set(pretrained)
+    assert "what this run learned" in capsys.readouterr().out
+    mae = str(tmp_path / "pre" / "model.safetensors")
+    for start, how in (("mae", ["--model.checkpoint", mae]),
+                       ("scratch", ["--model.arch", "mae_vit_tiny_patch8_64", "--model.arch_overrides", "{depth: 1}",
+                                    "--model.layer_decay", "1.0"])):
+        main(["finetune", "--config", "folder", *folder, *how, "--trainer.max_steps", "3", "--trainer.val_check_interval",
+              "3", "--trainer.default_root_dir", str(tmp_path / start), *QUIET])
+        tuned = read_metrics(tmp_path / start)
+        assert tuned["steps"] == 3 and 0 <= tuned["test/acc"] <= 1
 
 
 def test_pretraining_continues_from_a_zoo_model_at_another_image_size(tmp_path):

@@ -199,6 +199,9 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
         norm_pix_loss=Param(bool),
         compare_steps=Param(int, 0),
         eval_images=Param(int, 8, 10000),
+        own_images=PATH,
+        own_steps=Param(int, 1),
+        own_finetune_steps=Param(int, 1),
     ),
     "05_probing_and_knn": _declare(
         checkpoint=PATH,

@@ -5,7 +5,8 @@
   and beside the raw pixels, on the same seeded subsets.
 
 A run that does not clearly beat predict-zero or random initialisation gets a warning that says what to change.
-`reference_knn` gives `maelib knn --references true` the same two references for any encoder.
+`reference_knn` and `reference_probes` give `maelib knn --references true` and `maelib linprobe --references true`
+the same two references for any encoder.
 """
 
 from __future__ import annotations
@@ -71,18 +72,36 @@ def summary_text(summary: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def reference_knn(data: FeatureDataModule, *, k: int, temperature: float) -> dict:
-    """k-NN on the same images (and the same held-out split) for the two references of `data`'s encoder: its
-    architecture at random initialisation (seeded with the data's seed) and the raw pixels."""
+def reference_features(data: FeatureDataModule) -> dict[str, dict]:
+    """The features of `data`'s two references on the same images (and the same held-out split): its encoder's
+    architecture at random initialisation (seeded with the data's seed) and the raw pixels.
+    -> {"random_init": {"train": (feats, labels), "test": ...}, "pixels": {...}}"""
     config = data.encoder.config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(data.seed)
         twin = MaskedAutoencoder(config)
-    scores = {}
-    for name, encoder in (("knn/random_init_acc", twin), ("knn/pixels_acc", RawPixels(config))):
+    features = {}
+    for name, encoder in (("random_init", twin), ("pixels", RawPixels(config))):
         reference = copy.copy(data)  # shares the image datamodule, already set up; its own features
         reference.encoder, reference.features = encoder, {}
         reference.setup("fit")
-        scores[name] = knn_accuracy(*reference.features["train"], *reference.features["test"], k=k,
-                                    temperature=temperature)
-    return scores
+        features[name] = reference.features
+    return features
+
+
+def reference_knn(data: FeatureDataModule, *, k: int, temperature: float) -> dict:
+    """k-NN of the two references (`reference_features`) -> {"knn/random_init_acc", "knn/pixels_acc"}."""
+    return {f"knn/{name}_acc": knn_accuracy(*f["train"], *f["test"], k=k, temperature=temperature)
+            for name, f in reference_features(data).items()}
+
+
+def reference_probes(data: FeatureDataModule, *, epochs: int, seed: int = 0) -> dict:
+    """The package's quick linear probe (`linear_probe`: SGD, BatchNorm, `epochs`) on `data`'s encoder and on its
+    two references, the same recipe for all three (the raw pixels at base lr 0.01, 1.0 for encoders, as
+    `maelib.experiments.compare.frozen_scores`) -> {"probe/quick_acc", "probe/random_init_acc", "probe/pixels_acc"}."""
+    from .probe import linear_probe  # the probe's module imports the training package
+
+    features = {"quick": data.features, **reference_features(data)}
+    return {f"probe/{name}_acc": linear_probe(f["train"], f["test"], epochs=epochs, seed=seed,
+                                               base_lr=0.01 if name == "pixels" else 1.0)
+            for name, f in features.items()}

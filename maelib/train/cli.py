@@ -44,7 +44,8 @@ from ..data import MAEDataModule
 from ..data.checks import check_labelled
 from ..evaluation.features import FeatureDataModule
 from ..evaluation.knn import knn_accuracy
-from ..evaluation.summary import pretraining_summary, reference_knn, summary_text
+from ..evaluation.probe import PROBE_EPOCHS
+from ..evaluation.summary import pretraining_summary, reference_knn, reference_probes, summary_text
 from ..weights.checkpoint import save_classifier, save_encoder, save_model
 from ..weights.convert import mae_from_timm_vit
 from .callbacks import KNNMonitor, ReconstructionLogger
@@ -88,6 +89,11 @@ def _fit_and_test(command: str, module, data, args: list[str], epochs: int, fini
 def linprobe(args: list[str]) -> dict:
     def finish(cli, metrics):
         metrics["feature_seconds"] = round(cli.datamodule.feature_seconds, 1)
+        if cli.config.get("references"):
+            metrics.update(reference_probes(cli.datamodule, epochs=PROBE_EPOCHS, seed=cli.datamodule.seed))
+            print(f"quick linear probe ({PROBE_EPOCHS} epochs, the same recipe for all three): encoder "
+                  f"{metrics['probe/quick_acc']:.1%} | same architecture at random init "
+                  f"{metrics['probe/random_init_acc']:.1%} | raw pixels {metrics['probe/pixels_acc']:.1%}")
         if cli.trainer.is_global_zero:
             write_metrics(cli.run_dir, metrics)
 

@@ -88,6 +88,9 @@ class MAECLI(LightningCLI):
         if self.command == "finetune":
             parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         if self.command == "linprobe":
+            parser.add_argument("--references", type=bool, default=False,
+                                help="also train the package's quick probe on this encoder, on the same architecture "
+                                     "at random initialisation and on the raw pixels, same images: what it must beat")
             parser.link_arguments("data.feature_dim", "model.feature_dim", apply_on="instantiate")
             parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
