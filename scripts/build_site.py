@@ -6,7 +6,7 @@
 Sphinx with myst-nb renders each executed notebook as it is (nothing is re-executed; docs/conf.py). This script
 assembles the pages in runs/site_src/ first:
 
-- the eight notebooks, in course order, each from runs/suite/<name>/<name>.ipynb; a notebook whose code has
+- the nine notebooks, in course order, each from runs/suite/<name>/<name>.ipynb; a notebook whose code has
   changed since it was executed gets a warning box, and with --allow-unexecuted a notebook that was never executed
   is shown without outputs under a notice (otherwise the build stops and says to run `make run`);
 - at the end of each notebook, links to the API pages of every maelib function, class and module its code uses

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import maelib
-from maelib.evaluation.finetune import finetune_accuracy
+from maelib.evaluation.finetune import finetune_accuracy, set_head_from_probe
+from maelib.evaluation.probe import linear_probe
+from maelib.train.modules import FineTuneModule
 from maelib.experiments.compare import (
     frozen_scores,
     label_counts,
@@ -62,6 +64,24 @@ def test_frozen_scores_and_segmentation_give_a_row_per_method(twins):
     seg = segmentation_transfer(twins, train_scenes=16, test_scenes=8, epochs=1)
     assert [(r["method"], r["frozen"]) for r in seg] == [("a", True), ("a", False), ("b", True), ("b", False)]
     assert seg[0]["miou"] == seg[2]["miou"] and 0 <= seg[1]["miou"] <= 1
+
+
+def test_fine_tuning_from_the_probe_starts_from_the_probes_predictions(twins, tmp_path):
+    """"Linear probe, then fine-tune": the classifier's head, set from a probe trained on the encoder's mean-pooled
+    features, gives the probe's logits before any step (the BatchNorm folded into the linear layer)."""
+    model = twins["a"]
+    torch.manual_seed(1)
+    imgs, labels = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
+    with torch.no_grad():
+        feats = model.features(imgs, pool="mean")
+    _, head = linear_probe((feats, labels), (feats, labels), epochs=3, num_classes=10, return_head=True)
+    module = FineTuneModule(checkpoint=str(maelib.save_model(model, tmp_path / "m.safetensors")), num_classes=10,
+                            global_pool="avg")
+    set_head_from_probe(module.net, head)
+    with torch.no_grad():
+        torch.testing.assert_close(module.net.eval()(imgs), head.eval()(feats), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="needs pool='mean'"):
+        label_efficiency(twins, labels=20, fractions=(1.0,), test=20, pool="cls", finetune_steps=1)
 
 
 def test_finetune_length_is_epochs_or_steps(twins):

@@ -58,7 +58,7 @@ def guide_answers() -> dict[str, str]:
 
 
 def test_the_suite_is_there():
-    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
     assert GUIDE.exists(), "docs/instructor_guide.md is missing"
 
 

@@ -65,3 +65,14 @@ def test_a_linear_head_learns_the_scenes_and_fine_tuning_changes_the_encoder_cop
     everywhere_background, _ = mean_iou(confusion_matrix(torch.zeros_like(test[1]), test[1], 11))
     assert tuned["miou"] > everywhere_background + 0.02 and tuned["per_class_iou"][0] > 0.85
     assert torch.equal(model.blocks[0].attn.qkv.weight, before)  # the model given is never changed
+
+
+def test_fine_tuning_first_trains_the_head_alone_exactly_as_the_frozen_head_trains():
+    train, test = split_scenes(train=64, test=16, size=56)
+    model = maelib.create_model("mae_vit_mini_patch4_28", depth=1, embed_dim=64, num_heads=2)
+    frozen = segment(model, train, test, frozen=True, epochs=3, lr=2e-2, batch_size=16, seed=4)
+    head_first = segment(model, train, test, frozen=False, head_epochs=3, head_lr=2e-2, epochs=0, batch_size=16, seed=4)
+    assert head_first["per_class_iou"] == frozen["per_class_iou"] or torch.allclose(
+        torch.tensor(head_first["per_class_iou"]).nan_to_num(-1), torch.tensor(frozen["per_class_iou"]).nan_to_num(-1))
+    then_tuned = segment(model, train, test, frozen=False, head_epochs=3, head_lr=2e-2, epochs=1, batch_size=16, seed=4)
+    assert then_tuned["per_class_iou"] != head_first["per_class_iou"]  # the encoder's epoch changed the predictions

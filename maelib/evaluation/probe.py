@@ -42,10 +42,11 @@ class CachedFeatures(L.LightningDataModule):
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
                  epochs: int = PROBE_EPOCHS, base_lr: float = PROBE_BASE_LR, batch_size: int = 256,
-                 num_classes: int | None = None, seed: int = 0) -> float:
+                 num_classes: int | None = None, seed: int = 0, return_head: bool = False):
     """Test accuracy (0-1) of the linear probe trained on `train` = (features (N, D), labels (N,)) and scored on
     `test`, both cached features (maelib.evaluation.extract_features). Seeded: the same call gives the same
-    number. A few seconds on a CPU for 10k features of width 128."""
+    number. A few seconds on a CPU for 10k features of width 128. return_head=True: (accuracy, the trained head
+    (BatchNorm, Linear) in eval mode), e.g. to start fine-tuning from it (`finetune_accuracy(head=...)`)."""
     (train_x, train_y), (test_x, test_y) = train, test
     if len(train_x) < 2:
         raise ValueError(f"{len(train_x)} training feature: the probe's BatchNorm needs at least 2 to train")
@@ -57,4 +58,5 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Ten
         quiet_trainer(max_epochs=epochs, accelerator="cpu").fit(
             module, datamodule=CachedFeatures(train_x.float(), train_y, min(batch_size, len(train_x)), seed))
     with torch.no_grad():
-        return (module.eval()(test_x.float()).argmax(dim=1) == test_y).float().mean().item()
+        acc = (module.eval()(test_x.float()).argmax(dim=1) == test_y).float().mean().item()
+    return (acc, module.net) if return_head else acc

@@ -7,7 +7,8 @@ encoder never saw (`maelib.data.scenes`), scored by mean intersection-over-union
 
 The head is the honest minimum: one linear layer from each patch token to class logits, upsampled bilinearly to the
 pixels, the linear probe of dense prediction. frozen=True trains the head only (the encoder a fixed feature
-extractor); frozen=False fine-tunes the encoder with it (at `encoder_lr_scale` of the head's lr). The encoder is
+extractor); frozen=False fine-tunes the encoder with it (at `encoder_lr_scale` of the head's lr), after the head
+has first been trained alone (`head_epochs`). The encoder is
 first rebuilt for the scenes' size (its position embeddings resized, as the official code's
 interpolate_pos_embed).
 """
@@ -57,24 +58,48 @@ class LinearSegmenter(nn.Module):
         self.head = nn.Linear(encoder.config.embed_dim, num_classes)
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        return self.from_tokens(self.encoder.forward_features(imgs)[:, 1:])  # (N, g*g, D): the normed patch tokens
+
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (N, g*g, D) -> logits (N, classes, H, W): the head alone (a frozen encoder's tokens can be
+        computed once and cached)."""
         g, p = self.encoder.config.grid_size, self.encoder.config.patch_size
-        tokens = self.encoder.forward_features(imgs)[:, 1:]  # (N, g*g, D): the normed patch tokens
-        logits = self.head(tokens).transpose(1, 2).reshape(len(imgs), -1, g, g)  # (N, classes, g, g)
+        logits = self.head(tokens).transpose(1, 2).reshape(len(tokens), -1, g, g)  # (N, classes, g, g)
         return F.interpolate(logits, scale_factor=p, mode="bilinear", align_corners=False)
+
+
+def _fit(net: LinearSegmenter, batches, epochs: int, groups: list[dict], weight_decay: float, batch_size: int,
+         n: int, loss_of) -> None:
+    """AdamW with a cosine schedule over `epochs` of shuffled batches of `n` examples; loss_of(idx) -> loss."""
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * math.ceil(n / batch_size)))
+    for _ in range(epochs):
+        for idx in batches(n):
+            loss = loss_of(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
 
 
 def segment(model: MaskedAutoencoder, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
             *, num_classes: int = 11, frozen: bool = True, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-            encoder_lr_scale: float = 0.1, weight_decay: float = 0.05, mean=(0.286,), std=(0.353,),
-            seed: int = 0, examples: int = 0) -> dict:
+            head_epochs: int = 0, head_lr: float = 1e-2, encoder_lr_scale: float = 0.1, weight_decay: float = 0.05,
+            mean=(0.286,), std=(0.353,), seed: int = 0, examples: int = 0) -> dict:
     """Train a `LinearSegmenter` on `train` = (images uint8 (N, C, S, S), masks int64 (N, S, S)) with pixel-wise
     cross-entropy (AdamW, cosine schedule), score it on `test`. `model` is copied, never changed.
+
+    frozen=True: the head alone trains, `epochs` at `lr`, on patch tokens the encoder computes once (cheap: many
+    epochs cost little). frozen=False: first `head_epochs` of the head alone in the same way at `head_lr`, then
+    `epochs` of head and encoder together at `lr` (the encoder at `encoder_lr_scale` of it): "linear probe, then
+    fine-tune" (Kumar et al., 2022), so that a random head's first gradients do not wreck the pretrained features.
     -> {"miou", "per_class_iou", "pixel_acc", "frozen"}; seeded. examples=k adds "examples": the predicted masks
     of the first k test scenes (int64 (k, S, S)), to draw beside the truth."""
     (train_x, train_y), (test_x, test_y) = train, test
     device = next(model.parameters()).device
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    train_y = train_y.to(device)
 
     def inputs(x: torch.Tensor) -> torch.Tensor:
         return (x.to(device).float() / 255 - mean_t) / std_t
@@ -82,23 +107,22 @@ def segment(model: MaskedAutoencoder, train: tuple[torch.Tensor, torch.Tensor], 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = LinearSegmenter(at_size(model, train_x.shape[-1]).to(device), num_classes).to(device)
-        net.encoder.requires_grad_(not frozen)
-        groups = [{"params": net.head.parameters(), "lr": lr}]
-        if not frozen:
-            groups.append({"params": [p for p in net.encoder.parameters() if p.requires_grad],
-                           "lr": lr * encoder_lr_scale})
-        optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
-        steps = epochs * math.ceil(len(train_x) / batch_size)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-        for _ in range(epochs):
+        batches = lambda n: torch.randperm(n).split(batch_size)  # noqa: E731 (seeded by the fork above)
+        head_only = epochs if frozen else head_epochs
+        if head_only:  # the encoder is fixed: its patch tokens (N, g*g, D) once, then only the head trains
+            net.eval()
+            with torch.no_grad():
+                tokens = torch.cat([net.encoder.forward_features(inputs(train_x[i:i + 256]))[:, 1:]
+                                    for i in range(0, len(train_x), 256)])
+            _fit(net, batches, head_only, [{"params": net.head.parameters(), "lr": lr if frozen else head_lr}],
+                 weight_decay, batch_size, len(train_x),
+                 lambda idx: F.cross_entropy(net.from_tokens(tokens[idx.to(device)]), train_y[idx.to(device)]))
+        if not frozen and epochs:
             net.train()
-            net.encoder.train(not frozen)
-            for idx in torch.randperm(len(train_x)).split(batch_size):
-                loss = F.cross_entropy(net(inputs(train_x[idx])), train_y[idx].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+            groups = [{"params": net.head.parameters(), "lr": lr},
+                      {"params": net.encoder.parameters(), "lr": lr * encoder_lr_scale}]
+            _fit(net, batches, epochs, groups, weight_decay, batch_size, len(train_x),
+                 lambda idx: F.cross_entropy(net(inputs(train_x[idx])), train_y[idx.to(device)]))
     net.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     predictions = []

@@ -147,11 +147,16 @@ def label_counts(labels: int, fractions) -> dict[float, int]:
 def label_efficiency(encoders: dict[str, MaskedAutoencoder], *, labels: int = 5000,
                      fractions: tuple[float, ...] = (0.01, 0.1, 1.0), seeds: int = 3, test: int = 2000,
                      pool: str = "mean", probe_epochs: int = 20, finetune_steps: int = 150,
-                     finetune: bool = True) -> list[dict]:
+                     finetune: bool = True, from_probe: bool = True) -> list[dict]:
     """The linear probe and fine-tuning with a fraction of `labels` labelled training images, each method on the
     same seeded subsets: `seeds` subsets for fractions below 1, one for the whole. Fine-tuning runs
-    `finetune_steps` optimiser steps whatever the number of labels.
+    `finetune_steps` optimiser steps whatever the number of labels; from_probe: its head starts from the probe
+    just trained on the same images ("linear probe, then fine-tune"), so that a short fine-tuning starts where
+    the probe ended instead of from a random head (needs pool="mean", the features the classifier's head reads).
     -> [{"method", "fraction", "labels", "seed", "probe", "finetune"}]"""
+    if finetune and from_probe and pool != "mean":
+        raise ValueError(f"from_probe=True starts the classifier's head (on mean-pooled tokens) from the probe, "
+                         f"which needs pool='mean', got pool={pool!r}: use pool='mean' or from_probe=False")
     rows = []
     for fraction, n in label_counts(labels, fractions).items():
         for seed in range(seeds if fraction < 1 else 1):
@@ -160,11 +165,13 @@ def label_efficiency(encoders: dict[str, MaskedAutoencoder], *, labels: int = 50
                 data = _data(model, train_subset=n, test_subset=test, seed=seed)
                 train = extract_features(model, data.labelled_train_dataloader(), pool)
                 held_out = extract_features(model, data.test_dataloader(), pool)
-                row = dict(method=name, fraction=fraction, labels=n, seed=seed,
-                           probe=linear_probe(train, held_out, epochs=probe_epochs, seed=seed, num_classes=10))
+                probe, head = linear_probe(train, held_out, epochs=probe_epochs, seed=seed, num_classes=10,
+                                           return_head=True)
+                row = dict(method=name, fraction=fraction, labels=n, seed=seed, probe=probe)
                 if finetune:
                     row["finetune"] = finetune_accuracy(model, images=n, test_images=test, steps=finetune_steps,
-                                                        batch_size=64, seed=seed, subset_seed=seed)
+                                                        batch_size=64, seed=seed, subset_seed=seed,
+                                                        head=head if from_probe else None)
                 rows.append(row)
                 ft = f"  fine-tuned {row['finetune']:.1%}" if finetune else ""
                 print(f"{n:6d} labels, seed {seed}: {name:12s} probe {row['probe']:.1%}{ft} "
@@ -173,11 +180,14 @@ def label_efficiency(encoders: dict[str, MaskedAutoencoder], *, labels: int = 50
 
 
 def segmentation_transfer(encoders: dict[str, MaskedAutoencoder], *, train_scenes: int = 1000, test_scenes: int = 300,
-                          size: int = 56, epochs: int = 5, frozen_epochs: int | None = None, seed: int = 0,
-                          examples: int = 0, modes: tuple[bool, ...] = (True, False)) -> list[dict]:
+                          size: int = 56, head_epochs: int = 40, head_lr: float = 2e-2, epochs: int = 3,
+                          lr: float = 1e-3, seed: int = 0, examples: int = 0,
+                          modes: tuple[bool, ...] = (True, False)) -> list[dict]:
     """Semantic segmentation of scenes of Fashion-MNIST *test* items (`maelib.data.scenes`), a task no encoder
     was trained on: a linear head on the patch tokens, with the encoder frozen and fine-tuned (`modes`: the
-    values of `frozen` to run).
+    values of `frozen` to run). Frozen: the head trains `head_epochs` at `head_lr` on tokens computed once.
+    Fine-tuned: the same head training first, then `epochs` of head and encoder together at `lr`
+    (`maelib.evaluation.segmentation.segment`).
     -> [{"method", "frozen", "miou", "pixel_acc", "per_class_iou"}] (and with examples=k, "examples": the
     predicted masks of the first k test scenes, a tensor: drop it before saving the records as JSON)"""
     train, test = split_scenes(train=train_scenes, test=test_scenes, size=size, seed=seed)
@@ -185,8 +195,10 @@ def segmentation_transfer(encoders: dict[str, MaskedAutoencoder], *, train_scene
     for name, model in encoders.items():
         for frozen in modes:
             start = time.perf_counter()
+            how = dict(epochs=head_epochs, lr=head_lr) if frozen else dict(head_epochs=head_epochs, head_lr=head_lr,
+                                                                            epochs=epochs, lr=lr)
             result = segment(model, train, test, num_classes=len(SCENE_CLASSES), frozen=frozen, seed=seed,
-                             epochs=(frozen_epochs or epochs) if frozen else epochs, examples=examples)
+                             examples=examples, **how)
             rows.append(dict(method=name, **result))
             print(f"{name:12s} {'frozen    ' if frozen else 'fine-tuned'} mIoU {result['miou']:.1%}  pixel accuracy "
                   f"{result['pixel_acc']:.1%} ({time.perf_counter() - start:.0f} s)", flush=True)
