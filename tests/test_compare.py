@@ -9,7 +9,6 @@ import torch
 import maelib
 from maelib.evaluation.finetune import finetune_accuracy, set_head_from_probe
 from maelib.evaluation.probe import linear_probe
-from maelib.train.modules import FineTuneModule
 from maelib.experiments.compare import (
     frozen_scores,
     label_counts,
@@ -19,6 +18,7 @@ from maelib.experiments.compare import (
     segmentation_transfer,
 )
 from maelib.experiments.stats import mean_se
+from maelib.train.modules import FineTuneModule
 from maelib.weights.checkpoint import save_encoder
 from maelib.weights.zoo import ModelCard, register_pretrained, unregister_pretrained
 

@@ -96,7 +96,7 @@ def test_the_installed_package_lists_its_presets_and_copies_its_notebooks(instal
         (ROOT / "notebooks" / "01_patches_and_masking.ipynb").read_bytes()
     assert out["again"]["rc"] == 1 and "nothing was copied" in out["again"]["stderr"]  # nothing overwritten
     assert out["wrong"]["rc"] == 1
-    assert "no preset of that name. The presets of maelib pretrain: fmnist, photos" in out["wrong"]["stderr"]
+    assert "no preset of that name. The presets of maelib pretrain: fmnist, folder, photos" in out["wrong"]["stderr"]
 
 
 def test_a_preset_by_name_trains_from_the_installed_command(installed, tmp_path):

@@ -11,9 +11,10 @@ a random colour, and laid over a dimmed random crop of one of the offline photos
 photos excluded) at a random place on a 64-pixel canvas. The class is the item's. Training pictures take their
 items from Fashion-MNIST's training split, validation pictures from its test split, so no item is in both.
 
-How hard it is (measured, 1,530 training and 900 validation pictures, k-NN with mean pooling): raw pixels 49%, the
-tiny ViT at random initialisation 21% (chance 11%): like the folder of the issue that asked for this (pixels 59%),
-the pixels beat a random encoder, and the backgrounds and tints leave a pretrained encoder room to do better.
+How hard it is (measured on the default folder, seed 0: k-NN of the 900 validation pictures against the 1,530
+training ones, mean pooling): raw pixels 50.0%, the tiny ViT at random initialisation 19.1%, chance 11%. As in the
+folder of the issue that asked for this (pixels 58.6%), the pixels beat a random encoder, and the backgrounds and
+tints leave a pretrained encoder room to do better (README, "Your own images").
 """
 
 from __future__ import annotations

@@ -20,10 +20,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..train.modules import LinearProbeModule, linear_probe_head
 from ..train.trainer import quiet_trainer
 
-__all__ = ["PROBE_BASE_LR", "PROBE_EPOCHS", "linear_probe", "linear_probe_head", "CachedFeatures"]
+__all__ = [
+    "PIXELS_PROBE_BASE_LR", "PROBE_BASE_LR", "PROBE_EPOCHS",
+    "linear_probe", "linear_probe_head", "CachedFeatures",
+]
 
 PROBE_EPOCHS = 20
 PROBE_BASE_LR = 1.0  # chosen on held-out training images of Fashion-MNIST features (notebook 5)
+PIXELS_PROBE_BASE_LR = 0.01  # for raw pixels (thousands of inputs, not an encoder's 128): the rate they train at
 
 
 class CachedFeatures(L.LightningDataModule):

@@ -99,9 +99,9 @@ def reference_probes(data: FeatureDataModule, *, epochs: int, seed: int = 0) -> 
     """The package's quick linear probe (`linear_probe`: SGD, BatchNorm, `epochs`) on `data`'s encoder and on its
     two references, the same recipe for all three (the raw pixels at base lr 0.01, 1.0 for encoders, as
     `maelib.experiments.compare.frozen_scores`) -> {"probe/quick_acc", "probe/random_init_acc", "probe/pixels_acc"}."""
-    from .probe import linear_probe  # the probe's module imports the training package
+    from .probe import PIXELS_PROBE_BASE_LR, PROBE_BASE_LR, linear_probe  # probe imports the training package
 
     features = {"quick": data.features, **reference_features(data)}
     return {f"probe/{name}_acc": linear_probe(f["train"], f["test"], epochs=epochs, seed=seed,
-                                               base_lr=0.01 if name == "pixels" else 1.0)
+                                               base_lr=PIXELS_PROBE_BASE_LR if name == "pixels" else PROBE_BASE_LR)
             for name, f in features.items()}

@@ -27,7 +27,7 @@ from ..data.scenes import SCENE_CLASSES, split_scenes
 from ..evaluation.features import RawPixels, extract_features
 from ..evaluation.finetune import finetune_accuracy
 from ..evaluation.knn import knn_accuracy
-from ..evaluation.probe import linear_probe
+from ..evaluation.probe import PIXELS_PROBE_BASE_LR, PROBE_BASE_LR, linear_probe
 from ..evaluation.segmentation import segment
 from ..model import MaskedAutoencoder
 from ..registry import create_model
@@ -133,7 +133,7 @@ def frozen_scores(encoders: dict[str, MaskedAutoencoder], *, bank: int = 10000, 
         held_out = extract_features(model, data.test_dataloader(), pool)
         rows.append(dict(method=name, knn=knn_accuracy(*train, *held_out, k=20),
                          probe=linear_probe(train, held_out, epochs=probe_epochs, seed=seed,
-                                            base_lr=0.01 if name == "raw pixels" else 1.0)))
+                                            base_lr=PIXELS_PROBE_BASE_LR if name == "raw pixels" else PROBE_BASE_LR)))
         print(f"{name:12s} k-NN {rows[-1]['knn']:.1%}  probe {rows[-1]['probe']:.1%}  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     return rows
