@@ -20,6 +20,7 @@ from ..model import MaskedAutoencoder
 from .features import FeatureDataModule, RawPixels, extract_features
 from .knn import knn_accuracy
 from .masked_loss import masked_loss_levels
+from .probe import PIXELS_PROBE_BASE_LR, PROBE_BASE_LR, linear_probe
 
 LEARNED = 0.95  # a held-out masked loss below 95% of predict-zero's counts as "learned something"
 
@@ -99,8 +100,6 @@ def reference_probes(data: FeatureDataModule, *, epochs: int, seed: int = 0) -> 
     """The package's quick linear probe (`linear_probe`: SGD, BatchNorm, `epochs`) on `data`'s encoder and on its
     two references, the same recipe for all three (the raw pixels at base lr 0.01, 1.0 for encoders, as
     `maelib.experiments.compare.frozen_scores`) -> {"probe/quick_acc", "probe/random_init_acc", "probe/pixels_acc"}."""
-    from .probe import PIXELS_PROBE_BASE_LR, PROBE_BASE_LR, linear_probe  # probe imports the training package
-
     features = {"quick": data.features, **reference_features(data)}
     return {f"probe/{name}_acc": linear_probe(f["train"], f["test"], epochs=epochs, seed=seed,
                                                base_lr=PIXELS_PROBE_BASE_LR if name == "pixels" else PROBE_BASE_LR)
